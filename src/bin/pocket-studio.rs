@@ -1,0 +1,391 @@
+//! `pocket-studio`: the command-line front-end.
+//!
+//! `generate` runs the pipeline in-process and writes a PNG; `tokenize` prints
+//! CLIP token ids; `bench` times each stage (and onnxruntime on the same files
+//! when Python has it). Errors are one line on stderr and a non-zero exit.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pocket_studio::{
+    Bundle, CancelToken, Error, NoProgress, Pipeline, Progress, Request, SchedulerKind,
+    SeededNoise, Stage,
+};
+
+/// Where installed boards keep the default bundle.
+const DEFAULT_MODEL: &str = "/usr/share/pocket-studio/models/default";
+
+#[derive(Parser)]
+#[command(name = "pocket-studio", version, about = "On-device text-to-image")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an image in-process and print the PNG's path.
+    Generate(GenerateArgs),
+    /// Print the 77 CLIP token ids of a prompt as a JSON array.
+    Tokenize {
+        /// The prompt.
+        prompt: String,
+        /// Model bundle folder.
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+    },
+    /// Time each pipeline stage, next to onnxruntime on the same ONNX files.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// What to draw.
+    prompt: String,
+    /// What to steer away from.
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// Noise seed (random when left out; printed either way).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Denoising steps (bundle default when left out).
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Guidance scale; 1 or less skips the unconditional pass.
+    #[arg(long)]
+    guidance: Option<f32>,
+    /// euler, euler-a, ddim, lcm or dpmpp-2m (bundle default when left out).
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Width in pixels, a multiple of 8.
+    #[arg(long)]
+    width: Option<u32>,
+    /// Height in pixels, a multiple of 8.
+    #[arg(long)]
+    height: Option<u32>,
+    /// Model bundle folder.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Folder for the PNG.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Initial latents, float32 .npy of shape [1, 4, height/f, width/f],
+    /// used as diffusers' `latents=`.
+    #[arg(long)]
+    latents: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Model bundle folder(s) to measure.
+    #[arg(long = "model", default_value = DEFAULT_MODEL)]
+    models: Vec<PathBuf>,
+    /// Timed runs per stage (the median is printed).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Skip the onnxruntime comparison.
+    #[arg(long)]
+    no_ort: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::Tokenize { prompt, model } => tokenize(&prompt, &model),
+        Command::Bench(args) => bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let invalid = matches!(
+                e.downcast_ref::<Error>(),
+                Some(Error::InvalidArgument { .. })
+            );
+            ExitCode::from(if invalid { 2 } else { 1 })
+        }
+    }
+}
+
+fn load(model: &Path) -> Result<Pipeline> {
+    let bundle = Bundle::open(model)?;
+    Ok(Pipeline::load(bundle)?)
+}
+
+fn tokenize(prompt: &str, model: &Path) -> Result<()> {
+    let tokenizer = pocket_studio::pipeline::tokenizer::ClipTokenizer::load(&model.join("tokenizer"))?;
+    let tokens = tokenizer.encode(prompt)?;
+    if tokens.dropped_tokens > 0 {
+        eprintln!(
+            "warning: prompt truncated; {} tokens dropped: {:?}",
+            tokens.dropped_tokens, tokens.dropped_text
+        );
+    }
+    println!("{}", serde_json::to_string(&tokens.ids)?);
+    Ok(())
+}
+
+/// A progress bar with the stage name and step count; hidden when stderr is
+/// not a terminal (journald, CI), where one log line per stage is kept.
+struct Bar {
+    bar: ProgressBar,
+    tty: bool,
+}
+
+impl Bar {
+    fn new() -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let bar = if tty {
+            ProgressBar::new(1)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Bar { bar, tty }
+    }
+}
+
+impl Progress for Bar {
+    fn stage(&mut self, stage: Stage) {
+        self.bar.set_message(stage.name());
+        if !self.tty {
+            log::info!("stage: {}", stage.name());
+        }
+    }
+
+    fn step(&mut self, step: usize, steps: usize) {
+        self.bar.set_length(steps as u64);
+        self.bar.set_position(step as u64);
+    }
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let scheduler = args
+        .scheduler
+        .as_deref()
+        .map(SchedulerKind::from_name)
+        .transpose()?;
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let init_latents = args.latents.as_deref().map(read_npy_f32).transpose()?;
+    let pipeline = load(&args.model)?;
+    let request = Request {
+        prompt: args.prompt,
+        negative_prompt: args.negative,
+        seed,
+        steps: args.steps,
+        guidance: args.guidance,
+        scheduler,
+        width: args.width,
+        height: args.height,
+        init_latents,
+    };
+    // Refuse bad input before any work or any file is written.
+    let settings = pipeline.resolve(&request)?;
+    let mut bar = Bar::new();
+    let generated = pipeline.run(
+        &request,
+        &mut SeededNoise::new(seed),
+        &mut bar,
+        &CancelToken::new(),
+    )?;
+    bar.bar.finish_and_clear();
+    let info = pipeline.info();
+    let parameters = format!(
+        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}, Model hash: {}, Version: pocket-studio {}",
+        request.prompt,
+        request.negative_prompt,
+        settings.steps,
+        settings.scheduler.name(),
+        settings.guidance,
+        seed,
+        settings.width,
+        settings.height,
+        info.name,
+        info.unet_sha256.as_deref().map(|h| &h[..10.min(h.len())]).unwrap_or("unverified"),
+        pocket_studio::VERSION,
+    );
+    let name = format!(
+        "{}-{}-{}x{}-{}.png",
+        sanitize(&info.name),
+        seed,
+        settings.width,
+        settings.height,
+        short_hash(&parameters)
+    );
+    let path = args.out.join(name);
+    pocket_studio::store::write_png(
+        &path,
+        &generated.image,
+        &[("parameters", parameters), ("Software", format!("pocket-studio {}", pocket_studio::VERSION))],
+    )?;
+    log::info!(
+        "generated {}x{} in {} ms (seed {seed})",
+        settings.width,
+        settings.height,
+        generated.timings.total.as_millis()
+    );
+    eprintln!("seed {seed}, {} steps, {} ms", settings.steps, generated.timings.total.as_millis());
+    println!("{}", path.display());
+    Ok(())
+}
+
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect()
+}
+
+fn short_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..4])
+}
+
+/// Read a little-endian float32 `.npy` (any shape; the pipeline checks it).
+fn read_npy_f32(path: &Path) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .with_context(|| format!("{} is not a .npy file", path.display()))?;
+    let dtype = npy.header().dtype();
+    let expected = npyz::DType::Plain("<f4".parse().context("dtype")?);
+    anyhow::ensure!(
+        dtype == expected,
+        "{}: expected float32 (<f4) values, found {}",
+        path.display(),
+        dtype.descr()
+    );
+    npy.into_vec::<f32>()
+        .with_context(|| format!("cannot read values of {}", path.display()))
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    for model in &args.models {
+        bench_bundle(model, args.runs.max(1), !args.no_ort)?;
+    }
+    Ok(())
+}
+
+fn median_ms(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples
+        .get(samples.len() / 2)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .unwrap_or(f64::NAN)
+}
+
+fn bench_bundle(model: &Path, runs: usize, with_ort: bool) -> Result<()> {
+    let tick = Instant::now();
+    let pipeline = load(model)?;
+    let load_ms = tick.elapsed().as_secs_f64() * 1e3;
+    let info = pipeline.info().clone();
+    let request = Request {
+        prompt: "a watercolor painting of a lighthouse at dawn".into(),
+        negative_prompt: "blurry".into(),
+        seed: 1,
+        steps: Some(4),
+        guidance: Some(7.5),
+        scheduler: Some(SchedulerKind::Euler),
+        ..Request::default()
+    };
+    // Warm-up: builds the optimized plans for these shapes.
+    let tick = Instant::now();
+    pipeline.run(&request, &mut SeededNoise::new(1), &mut NoProgress, &CancelToken::new())?;
+    let warmup_ms = tick.elapsed().as_secs_f64() * 1e3;
+    let mut stages: [Vec<Duration>; 5] = Default::default();
+    let mut totals = Vec::new();
+    let mut engine_share = Vec::new();
+    for run in 0..runs {
+        let g = pipeline.run(
+            &request,
+            &mut SeededNoise::new(run as u64),
+            &mut NoProgress,
+            &CancelToken::new(),
+        )?;
+        let t = &g.timings;
+        stages[0].push(t.tokenize);
+        stages[1].push(t.text_encoder / 2);
+        stages[2].extend(t.unet.iter().copied());
+        stages[3].push(t.vae_decode);
+        stages[4].push(t.scheduler + t.to_rgb);
+        let engine = t.text_encoder + t.unet.iter().sum::<Duration>() + t.vae_decode;
+        engine_share.push(1.0 - engine.as_secs_f64() / t.total.as_secs_f64());
+        totals.push(t.total);
+    }
+    let ours = [
+        ("tokenize", median_ms(stages[0].clone())),
+        ("text encoder", median_ms(stages[1].clone())),
+        ("unet (batch 2)", median_ms(stages[2].clone())),
+        ("vae decode", median_ms(stages[3].clone())),
+    ];
+    let ort = if with_ort { run_ort(model, runs, &info) } else { Err(anyhow::anyhow!("skipped (--no-ort)")) };
+    println!(
+        "bundle {} ({}x{}, {} runs; load {:.0} ms, first run incl. optimize {:.0} ms)",
+        info.name, info.native_width, info.native_height, runs, load_ms, warmup_ms
+    );
+    println!("{:<16} {:>12} {:>12} {:>8}", "stage", "tract ms", "ort ms", "ratio");
+    for (name, ms) in ours {
+        let theirs = ort.as_ref().ok().and_then(|o| o.get(name).and_then(|v| v.as_f64()));
+        match theirs {
+            Some(o) => println!("{name:<16} {ms:>12.2} {o:>12.2} {:>8.2}", ms / o),
+            None => println!("{name:<16} {ms:>12.2} {:>12} {:>8}", "-", "-"),
+        }
+    }
+    let overhead = {
+        let mut s = engine_share.clone();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2] * 100.0
+    };
+    println!(
+        "total (4 steps)  {:>12.2}   pipeline overhead outside engine calls: {:.2}%",
+        median_ms(totals),
+        overhead
+    );
+    if let Err(e) = ort {
+        println!("onnxruntime: {e:#}");
+    }
+    Ok(())
+}
+
+/// Time the same stages in onnxruntime through `benches/ort_stages.py`.
+fn run_ort(
+    model: &Path,
+    runs: usize,
+    info: &pocket_studio::BundleInfo,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort_stages.py");
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(model)
+        .args(["--runs", &runs.to_string(), "--threads", &threads.to_string()])
+        .args(["--width", &info.native_width.to_string(), "--height", &info.native_height.to_string()])
+        .output()
+        .context("cannot start python3")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("failed")
+    );
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).context("bad JSON from ort_stages.py")?;
+    value.as_object().cloned().context("ort_stages.py printed no object")
+}

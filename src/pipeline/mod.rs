@@ -1,0 +1,339 @@
+//! Prompt in, image out: the diffusion pipeline and its request types.
+//!
+//! Knows nothing of D-Bus, the UI or files on disk beyond the model bundle;
+//! front-ends build a [`Request`], pass a [`Progress`] sink and a
+//! [`CancelToken`], and get a [`Generated`] image back.
+
+pub mod noise;
+pub mod scheduler;
+mod text2img;
+pub mod tokenizer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::bundle::{Bundle, BundleInfo};
+use crate::engine::Model;
+use crate::error::{Error, Result};
+use scheduler::{SchedulerConfig, SchedulerKind};
+use tokenizer::ClipTokenizer;
+
+/// Longest prompt accepted, in characters. Past 75 CLIP tokens text is dropped
+/// anyway (and reported); this bound only refuses absurd input early.
+pub const MAX_PROMPT_CHARS: usize = 2000;
+
+/// Most denoising steps a request may ask for.
+pub const MAX_STEPS: u32 = 150;
+
+/// Largest guidance scale accepted.
+pub const MAX_GUIDANCE: f32 = 30.0;
+
+/// What a user asks for; `None` fields take the bundle's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// What to draw.
+    pub prompt: String,
+    /// What to steer away from (used only with guidance > 1).
+    pub negative_prompt: String,
+    /// Seed of the default noise source.
+    pub seed: u64,
+    /// Denoising steps (1..=150).
+    pub steps: Option<u32>,
+    /// Classifier-free guidance scale; ≤ 1 skips the unconditional pass.
+    pub guidance: Option<f32>,
+    /// Scheduler; `None` uses the bundle's `scheduler_config.json`.
+    pub scheduler: Option<SchedulerKind>,
+    /// Width in pixels, a multiple of 8.
+    pub width: Option<u32>,
+    /// Height in pixels, a multiple of 8.
+    pub height: Option<u32>,
+    /// Initial latents `[1, C, h, w]` used as diffusers' `latents=` (they are
+    /// scaled by the scheduler's initial sigma); replace the seeded draw.
+    pub init_latents: Option<Vec<f32>>,
+}
+
+/// A request with every default filled in and every value checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Denoising steps.
+    pub steps: u32,
+    /// Guidance scale.
+    pub guidance: f32,
+    /// Scheduler.
+    pub scheduler: SchedulerKind,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// Coarse phases of a job, as shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Tokenizer and text encoder.
+    Encoding,
+    /// The UNet loop.
+    Denoising,
+    /// The VAE decoder.
+    Decoding,
+}
+
+impl Stage {
+    /// The name used in D-Bus properties and progress lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Encoding => "encoding",
+            Stage::Denoising => "denoising",
+            Stage::Decoding => "decoding",
+        }
+    }
+}
+
+/// Receives progress; implementations must be cheap (called once per step).
+pub trait Progress {
+    /// A new stage began.
+    fn stage(&mut self, stage: Stage);
+    /// Denoising step `step` of `steps` finished (1-based).
+    fn step(&mut self, step: usize, steps: usize);
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn stage(&mut self, _: Stage) {}
+    fn step(&mut self, _: usize, _: usize) {}
+}
+
+/// Shared flag a front-end sets to stop a job between steps.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask the job to stop at the next step boundary.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// `Err(Cancelled)` once cancelled, for `?` at step boundaries.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// An 8-bit RGB image, rows top to bottom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Pixels across.
+    pub width: u32,
+    /// Pixels down.
+    pub height: u32,
+    /// `width * height * 3` bytes, RGB interleaved.
+    pub rgb: Vec<u8>,
+}
+
+/// Wall time spent in each part of a run, for benchmarks and logs.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    /// Tokenizing both prompts.
+    pub tokenize: Duration,
+    /// Text encoder calls.
+    pub text_encoder: Duration,
+    /// Each UNet call (one per step; CFG halves run as one batch).
+    pub unet: Vec<Duration>,
+    /// Scheduler arithmetic and guidance mixing, all steps.
+    pub scheduler: Duration,
+    /// VAE decoder call.
+    pub vae_decode: Duration,
+    /// Latents to RGB8 conversion.
+    pub to_rgb: Duration,
+    /// The whole run.
+    pub total: Duration,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The decoded image at the requested size.
+    pub image: Image,
+    /// Final latents `[1, C, h, w]` before decoding.
+    pub latents: Vec<f32>,
+    /// The values actually used.
+    pub settings: Settings,
+    /// Prompt text dropped past 75 tokens (empty when none).
+    pub dropped_prompt: String,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// A loaded text-to-image bundle, ready to run many requests.
+pub struct Pipeline {
+    bundle: Bundle,
+    tokenizer: ClipTokenizer,
+    scheduler_config: SchedulerConfig,
+    text_encoder: Model,
+    unet: Model,
+    vae_decoder: Model,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("bundle", &self.bundle.info().name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Load every network of a verified bundle (once; keep the pipeline).
+    pub fn load(bundle: Bundle) -> Result<Self> {
+        let tokenizer = ClipTokenizer::load(&bundle.file("tokenizer"))?;
+        let scheduler_config: SchedulerConfig =
+            crate::bundle::read_json(&bundle.file("scheduler/scheduler_config.json"))?;
+        let text_encoder = Model::load(&bundle.file("text_encoder/model.onnx"), "text encoder")?;
+        let unet = Model::load(&bundle.file("unet/model.onnx"), "unet")?;
+        let vae_decoder = Model::load(&bundle.file("vae_decoder/model.onnx"), "vae decoder")?;
+        Ok(Pipeline {
+            bundle,
+            tokenizer,
+            scheduler_config,
+            text_encoder,
+            unet,
+            vae_decoder,
+        })
+    }
+
+    /// Facts about the loaded bundle.
+    pub fn info(&self) -> &BundleInfo {
+        self.bundle.info()
+    }
+
+    /// The loaded bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// The bundle's tokenizer.
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    /// Fill in defaults and check every value; errors name the field.
+    pub fn resolve(&self, request: &Request) -> Result<Settings> {
+        let info = self.info();
+        let prompt = request.prompt.trim();
+        if prompt.is_empty() {
+            return Err(Error::invalid("prompt", "must not be empty"));
+        }
+        let chars = request.prompt.chars().count();
+        if chars > MAX_PROMPT_CHARS {
+            return Err(Error::invalid(
+                "prompt",
+                format!("is {chars} characters; at most {MAX_PROMPT_CHARS} are accepted"),
+            ));
+        }
+        if request.negative_prompt.chars().count() > MAX_PROMPT_CHARS {
+            return Err(Error::invalid(
+                "negative_prompt",
+                format!("at most {MAX_PROMPT_CHARS} characters are accepted"),
+            ));
+        }
+        let steps = request.steps.unwrap_or(info.default_steps);
+        if !(1..=MAX_STEPS).contains(&steps) {
+            return Err(Error::invalid(
+                "steps",
+                format!("{steps} is out of range 1..={MAX_STEPS}"),
+            ));
+        }
+        let guidance = request.guidance.unwrap_or(info.default_guidance);
+        if !guidance.is_finite() || !(0.0..=MAX_GUIDANCE).contains(&guidance) {
+            return Err(Error::invalid(
+                "guidance",
+                format!("{guidance} is out of range 0..={MAX_GUIDANCE}"),
+            ));
+        }
+        let scheduler = match request.scheduler {
+            Some(kind) => kind,
+            None => match &info.default_scheduler {
+                Some(name) => SchedulerKind::from_name(name)?,
+                None => self.scheduler_config.default_kind().ok_or_else(|| {
+                    Error::invalid(
+                        "scheduler",
+                        format!(
+                            "the bundle's scheduler {:?} is not supported; name one",
+                            self.scheduler_config.class_name.as_deref().unwrap_or("?")
+                        ),
+                    )
+                })?,
+            },
+        };
+        let width = request.width.unwrap_or(info.native_width);
+        let height = request.height.unwrap_or(info.native_height);
+        check_side("width", width, info.max_width, info.vae_scale_factor)?;
+        check_side("height", height, info.max_height, info.vae_scale_factor)?;
+        if let Some(latents) = &request.init_latents {
+            let expected = self.latent_len(width, height);
+            if latents.len() != expected {
+                return Err(Error::invalid(
+                    "latents",
+                    format!(
+                        "have {} values; {width}x{height} needs [1, {}, {}, {}] = {expected}",
+                        latents.len(),
+                        info.latent_channels,
+                        height / info.vae_scale_factor,
+                        width / info.vae_scale_factor
+                    ),
+                ));
+            }
+        }
+        // Build once to surface scheduler config problems before any work.
+        scheduler.build(&self.scheduler_config, steps as usize)?;
+        Ok(Settings {
+            steps,
+            guidance,
+            scheduler,
+            width,
+            height,
+        })
+    }
+
+    /// Values in one latent tensor for an image of this size.
+    pub fn latent_len(&self, width: u32, height: u32) -> usize {
+        let info = self.info();
+        let f = info.vae_scale_factor;
+        info.latent_channels * (width / f) as usize * (height / f) as usize
+    }
+}
+
+fn check_side(key: &'static str, value: u32, max: u32, factor: u32) -> Result<()> {
+    let multiple = 8u32.max(factor);
+    if value == 0 || value % multiple != 0 {
+        return Err(Error::invalid(
+            key,
+            format!("{value} is not a positive multiple of {multiple}"),
+        ));
+    }
+    if value > max {
+        return Err(Error::invalid(
+            key,
+            format!("{value} exceeds this model's limit of {max}"),
+        ));
+    }
+    Ok(())
+}
