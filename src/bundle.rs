@@ -178,15 +178,15 @@ impl Bundle {
 
 /// Parse a TOML file, naming it in the error.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::model(path, ModelFault::Unreadable(e)))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::model(path, ModelFault::Unreadable(e)))?;
     toml::from_str(&text).map_err(|e| Error::model(path, ModelFault::Invalid(e.to_string())))
 }
 
 /// Parse a JSON file, naming it in the error.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::model(path, ModelFault::Unreadable(e)))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::model(path, ModelFault::Unreadable(e)))?;
     serde_json::from_str(&text).map_err(|e| Error::model(path, ModelFault::Invalid(e.to_string())))
 }
 
@@ -270,7 +270,10 @@ fn describe(root: &Path, manifest: Option<&Manifest>) -> Result<BundleInfo> {
         .filter(|v| !v.block_out_channels.is_empty())
         .map(|v| 1u32 << (v.block_out_channels.len() - 1))
         .unwrap_or(8);
-    let latent_scaling = vae.as_ref().and_then(|v| v.scaling_factor).unwrap_or(0.18215);
+    let latent_scaling = vae
+        .as_ref()
+        .and_then(|v| v.scaling_factor)
+        .unwrap_or(0.18215);
     let latent_channels = unet.as_ref().and_then(|u| u.in_channels).unwrap_or(4);
     let defaults = manifest.and_then(|m| m.defaults.clone());
     let (name, native_width, native_height) = match manifest {

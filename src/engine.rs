@@ -142,7 +142,11 @@ impl Model {
         let mut values = TVec::new();
         for (ix, input) in inputs.iter().enumerate() {
             let tensor = input.to_tract().map_err(fail)?;
-            let wanted = self.input_types.get(ix).copied().unwrap_or(tensor.datum_type());
+            let wanted = self
+                .input_types
+                .get(ix)
+                .copied()
+                .unwrap_or(tensor.datum_type());
             let tensor = tensor.cast_to_dt(wanted).map_err(fail)?.into_owned();
             values.push(tensor.into_tvalue());
         }
@@ -170,7 +174,8 @@ impl Model {
             });
         }
         let started = Instant::now();
-        let unloadable = |e: TractError| Error::model(&self.path, ModelFault::Invalid(format!("{e:#}")));
+        let unloadable =
+            |e: TractError| Error::model(&self.path, ModelFault::Invalid(format!("{e:#}")));
         let mut model = self.proto.clone();
         for (ix, shape) in shapes.iter().enumerate() {
             let fact = InferenceFact::dt_shape(self.input_types[ix], shape.clone());

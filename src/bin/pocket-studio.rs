@@ -44,6 +44,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct GenerateArgs {
     /// What to draw.
     prompt: String,
@@ -122,7 +123,8 @@ fn load(model: &Path) -> Result<Pipeline> {
 }
 
 fn tokenize(prompt: &str, model: &Path) -> Result<()> {
-    let tokenizer = pocket_studio::pipeline::tokenizer::ClipTokenizer::load(&model.join("tokenizer"))?;
+    let tokenizer =
+        pocket_studio::pipeline::tokenizer::ClipTokenizer::load(&model.join("tokenizer"))?;
     let tokens = tokenizer.encode(prompt)?;
     if tokens.dropped_tokens > 0 {
         eprintln!(
@@ -214,7 +216,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
         settings.width,
         settings.height,
         info.name,
-        info.unet_sha256.as_deref().map(|h| &h[..10.min(h.len())]).unwrap_or("unverified"),
+        info.unet_sha256
+            .as_deref()
+            .map(|h| &h[..10.min(h.len())])
+            .unwrap_or("unverified"),
         pocket_studio::VERSION,
     );
     let name = format!(
@@ -229,7 +234,13 @@ fn generate(args: GenerateArgs) -> Result<()> {
     pocket_studio::store::write_png(
         &path,
         &generated.image,
-        &[("parameters", parameters), ("Software", format!("pocket-studio {}", pocket_studio::VERSION))],
+        &[
+            ("parameters", parameters),
+            (
+                "Software",
+                format!("pocket-studio {}", pocket_studio::VERSION),
+            ),
+        ],
     )?;
     log::info!(
         "generated {}x{} in {} ms (seed {seed})",
@@ -237,7 +248,11 @@ fn generate(args: GenerateArgs) -> Result<()> {
         settings.height,
         generated.timings.total.as_millis()
     );
-    eprintln!("seed {seed}, {} steps, {} ms", settings.steps, generated.timings.total.as_millis());
+    eprintln!(
+        "seed {seed}, {} steps, {} ms",
+        settings.steps,
+        generated.timings.total.as_millis()
+    );
     println!("{}", path.display());
     Ok(())
 }
@@ -252,7 +267,13 @@ fn random_seed() -> u64 {
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -309,7 +330,12 @@ fn bench_bundle(model: &Path, runs: usize, with_ort: bool) -> Result<()> {
     };
     // Warm-up: builds the optimized plans for these shapes.
     let tick = Instant::now();
-    pipeline.run(&request, &mut SeededNoise::new(1), &mut NoProgress, &CancelToken::new())?;
+    pipeline.run(
+        &request,
+        &mut SeededNoise::new(1),
+        &mut NoProgress,
+        &CancelToken::new(),
+    )?;
     let warmup_ms = tick.elapsed().as_secs_f64() * 1e3;
     let mut stages: [Vec<Duration>; 5] = Default::default();
     let mut totals = Vec::new();
@@ -337,14 +363,24 @@ fn bench_bundle(model: &Path, runs: usize, with_ort: bool) -> Result<()> {
         ("unet (batch 2)", median_ms(stages[2].clone())),
         ("vae decode", median_ms(stages[3].clone())),
     ];
-    let ort = if with_ort { run_ort(model, runs, &info) } else { Err(anyhow::anyhow!("skipped (--no-ort)")) };
+    let ort = if with_ort {
+        run_ort(model, runs, &info)
+    } else {
+        Err(anyhow::anyhow!("skipped (--no-ort)"))
+    };
     println!(
         "bundle {} ({}x{}, {} runs; load {:.0} ms, first run incl. optimize {:.0} ms)",
         info.name, info.native_width, info.native_height, runs, load_ms, warmup_ms
     );
-    println!("{:<16} {:>12} {:>12} {:>8}", "stage", "tract ms", "ort ms", "ratio");
+    println!(
+        "{:<16} {:>12} {:>12} {:>8}",
+        "stage", "tract ms", "ort ms", "ratio"
+    );
     for (name, ms) in ours {
-        let theirs = ort.as_ref().ok().and_then(|o| o.get(name).and_then(|v| v.as_f64()));
+        let theirs = ort
+            .as_ref()
+            .ok()
+            .and_then(|o| o.get(name).and_then(|v| v.as_f64()));
         match theirs {
             Some(o) => println!("{name:<16} {ms:>12.2} {o:>12.2} {:>8.2}", ms / o),
             None => println!("{name:<16} {ms:>12.2} {:>12} {:>8}", "-", "-"),
@@ -373,19 +409,38 @@ fn run_ort(
     info: &pocket_studio::BundleInfo,
 ) -> Result<serde_json::Map<String, serde_json::Value>> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort_stages.py");
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let output = std::process::Command::new("python3")
         .arg(&script)
         .arg(model)
-        .args(["--runs", &runs.to_string(), "--threads", &threads.to_string()])
-        .args(["--width", &info.native_width.to_string(), "--height", &info.native_height.to_string()])
+        .args([
+            "--runs",
+            &runs.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .args([
+            "--width",
+            &info.native_width.to_string(),
+            "--height",
+            &info.native_height.to_string(),
+        ])
         .output()
         .context("cannot start python3")?;
     anyhow::ensure!(
         output.status.success(),
         "{}",
-        String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("failed")
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .last()
+            .unwrap_or("failed")
     );
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).context("bad JSON from ort_stages.py")?;
-    value.as_object().cloned().context("ort_stages.py printed no object")
+    let value: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("bad JSON from ort_stages.py")?;
+    value
+        .as_object()
+        .cloned()
+        .context("ort_stages.py printed no object")
 }

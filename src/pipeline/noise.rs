@@ -114,7 +114,11 @@ mod tests {
         SeededNoise::new(42).fill(&mut b).unwrap();
         assert_eq!(a, b);
         let mean = a.iter().map(|&x| f64::from(x)).sum::<f64>() / a.len() as f64;
-        let var = a.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / a.len() as f64;
+        let var = a
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / a.len() as f64;
         assert!(mean.abs() < 0.03, "mean {mean}");
         assert!((var - 1.0).abs() < 0.05, "variance {var}");
         let mut c = vec![0.0f32; 16];

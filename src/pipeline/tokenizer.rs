@@ -14,7 +14,7 @@ use tokenizers::normalizers::{Lowercase, NFC, Replace, Sequence as NormalizerSeq
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{Error, ModelFault, Result};
 
@@ -22,7 +22,8 @@ use crate::error::{Error, ModelFault, Result};
 pub const CONTEXT_LENGTH: usize = 77;
 
 /// The pre-tokenizer pattern of transformers' CLIPTokenizer.
-const CLIP_SPLIT: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const CLIP_SPLIT: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// A prompt turned into the 77 ids the text encoder takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,10 +90,18 @@ impl ClipTokenizer {
             .end_of_word_suffix("</w>".into())
             .unk_token("<|endoftext|>".into())
             .build()
-            .map_err(|e| invalid(&vocab, format!("cannot build BPE with {}: {e}", merges.display())))?;
+            .map_err(|e| {
+                invalid(
+                    &vocab,
+                    format!("cannot build BPE with {}: {e}", merges.display()),
+                )
+            })?;
         let mut inner = Tokenizer::new(bpe);
-        let whitespace = Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
-            .map_err(|e| invalid(folder, e.to_string()))?;
+        let whitespace = Replace::new(
+            tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
+            " ",
+        )
+        .map_err(|e| invalid(folder, e.to_string()))?;
         inner
             .with_normalizer(Some(NormalizerSequence::new(vec![
                 NFC.into(),
@@ -111,6 +120,13 @@ impl ClipTokenizer {
             ByteLevel::new(false, true, true).into(),
         ])));
 
+        // As in transformers, the special tokens written in a prompt are
+        // matched verbatim (not normalized, not split by BPE).
+        inner.add_special_tokens([
+            AddedToken::from("<|startoftext|>", true),
+            AddedToken::from("<|endoftext|>", true),
+        ]);
+
         let config_path = folder.join("tokenizer_config.json");
         let config: TokenizerConfig = if config_path.is_file() {
             crate::bundle::read_json(&config_path)?
@@ -118,16 +134,25 @@ impl ClipTokenizer {
             TokenizerConfig::default()
         };
         let id_of = |token: Option<SpecialToken>, default: &str| -> Result<i64> {
-            let token = token.map(SpecialToken::content).unwrap_or_else(|| default.to_string());
-            inner
-                .token_to_id(&token)
-                .map(i64::from)
-                .ok_or_else(|| invalid(&vocab, format!("special token {token:?} is not in the vocabulary")))
+            let token = token
+                .map(SpecialToken::content)
+                .unwrap_or_else(|| default.to_string());
+            inner.token_to_id(&token).map(i64::from).ok_or_else(|| {
+                invalid(
+                    &vocab,
+                    format!("special token {token:?} is not in the vocabulary"),
+                )
+            })
         };
         let bos = id_of(config.bos_token, "<|startoftext|>")?;
         let eos = id_of(config.eos_token, "<|endoftext|>")?;
         let pad = id_of(config.pad_token, "<|endoftext|>")?;
-        Ok(ClipTokenizer { inner, bos, eos, pad })
+        Ok(ClipTokenizer {
+            inner,
+            bos,
+            eos,
+            pad,
+        })
     }
 
     /// Tokenize a prompt into exactly [`CONTEXT_LENGTH`] ids.

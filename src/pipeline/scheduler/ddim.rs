@@ -84,8 +84,13 @@ impl Ddim {
             ));
         }
         let alphas_cumprod = config.alphas_cumprod(&DEFAULTS)?;
-        let steps_at =
-            integer_timesteps(config.spacing(&DEFAULTS), train, train, steps, config.offset())?;
+        let steps_at = integer_timesteps(
+            config.spacing(&DEFAULTS),
+            train,
+            train,
+            steps,
+            config.offset(),
+        )?;
         let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(true) {
             1.0
         } else {

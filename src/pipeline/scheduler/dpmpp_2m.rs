@@ -39,9 +39,17 @@ impl DpmPp2m {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         config.refuse_unsupported()?;
         let checks = [
-            ("algorithm_type", config.algorithm_type.as_deref(), "dpmsolver++"),
+            (
+                "algorithm_type",
+                config.algorithm_type.as_deref(),
+                "dpmsolver++",
+            ),
             ("solver_type", config.solver_type.as_deref(), "midpoint"),
-            ("final_sigmas_type", config.final_sigmas_type.as_deref(), "zero"),
+            (
+                "final_sigmas_type",
+                config.final_sigmas_type.as_deref(),
+                "zero",
+            ),
         ];
         for (key, value, wanted) in checks {
             if let Some(v) = value.filter(|v| *v != wanted) {
@@ -97,13 +105,16 @@ impl Scheduler for DpmPp2m {
         let (alpha_s0, sigma_s0, lambda_s0) = alpha_sigma_lambda(self.sigmas[index]);
         let (alpha_t, sigma_t, lambda_t) = alpha_sigma_lambda(self.sigmas[index + 1]);
         self.x0.clear();
-        self.x0.extend(sample.iter().zip(model_output).map(|(&x, &out)| {
-            match self.prediction {
-                Prediction::Epsilon => (x - sigma_s0 * out) / alpha_s0,
-                Prediction::VPrediction => alpha_s0 * x - sigma_s0 * out,
-                Prediction::Sample => out,
-            }
-        }));
+        self.x0.extend(
+            sample
+                .iter()
+                .zip(model_output)
+                .map(|(&x, &out)| match self.prediction {
+                    Prediction::Epsilon => (x - sigma_s0 * out) / alpha_s0,
+                    Prediction::VPrediction => alpha_s0 * x - sigma_s0 * out,
+                    Prediction::Sample => out,
+                }),
+        );
         let h = lambda_t - lambda_s0;
         let ratio = sigma_t / sigma_s0;
         let coeff = alpha_t * ((-h).exp() - 1.0);

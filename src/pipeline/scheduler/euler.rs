@@ -29,7 +29,11 @@ pub(crate) struct SigmaSchedule {
 impl SigmaSchedule {
     pub(crate) fn new(config: &SchedulerConfig, steps: usize, d: &ClassDefaults) -> Result<Self> {
         config.refuse_unsupported()?;
-        if let Some(t) = config.interpolation_type.as_deref().filter(|t| *t != "linear") {
+        if let Some(t) = config
+            .interpolation_type
+            .as_deref()
+            .filter(|t| *t != "linear")
+        {
             return Err(unsupported("interpolation_type", t));
         }
         if let Some(t) = config.final_sigmas_type.as_deref().filter(|t| *t != "zero") {

@@ -186,7 +186,9 @@ pub(crate) struct ClassDefaults {
 impl SchedulerConfig {
     /// The scheduler the bundle was saved with, if we implement it.
     pub fn default_kind(&self) -> Option<SchedulerKind> {
-        self.class_name.as_deref().and_then(SchedulerKind::from_diffusers_class)
+        self.class_name
+            .as_deref()
+            .and_then(SchedulerKind::from_diffusers_class)
     }
 
     pub(crate) fn train_steps(&self) -> usize {
@@ -194,7 +196,9 @@ impl SchedulerConfig {
     }
 
     pub(crate) fn spacing<'a>(&'a self, d: &'a ClassDefaults) -> &'a str {
-        self.timestep_spacing.as_deref().unwrap_or(d.timestep_spacing)
+        self.timestep_spacing
+            .as_deref()
+            .unwrap_or(d.timestep_spacing)
     }
 
     pub(crate) fn offset(&self) -> usize {
@@ -291,7 +295,11 @@ fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
 
 /// diffusers' `betas_for_alpha_bar` with the cosine schedule.
 fn squaredcos_betas(n: usize) -> Vec<f32> {
-    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+    let alpha_bar = |t: f64| {
+        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
     (0..n)
         .map(|i| {
             let t1 = i as f64 / n as f64;

@@ -1,0 +1,491 @@
+//! The pipeline issue's "must show" list, against real tract inference on the
+//! committed tiny bundle and fixtures recorded from diffusers itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use pocket_studio::pipeline::tokenizer::ClipTokenizer;
+use pocket_studio::{
+    Bundle, CancelToken, Error, ModelFault, NoProgress, Pipeline, RecordedNoise, Request,
+    SchedulerKind, SeededNoise,
+};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tiny_bundle() -> PathBuf {
+    repo().join("models/tiny-sd")
+}
+
+fn pipeline() -> &'static Pipeline {
+    static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
+    PIPELINE.get_or_init(|| {
+        let bundle = Bundle::open(tiny_bundle()).expect("tiny bundle opens");
+        Pipeline::load(bundle).expect("tiny bundle loads")
+    })
+}
+
+fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).expect("npy header");
+    let shape = npy.shape().to_vec();
+    (shape, npy.into_vec::<f32>().expect("f32 npy"))
+}
+
+fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    ));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut buf).expect("png frame");
+    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    prompt: String,
+    negative_prompt: String,
+    steps: u32,
+    guidance: f32,
+    width: u32,
+    height: u32,
+    timesteps: Vec<f32>,
+}
+
+fn parity(name: &str) {
+    let dir = repo().join("tests/fixtures/parity").join(name);
+    let case: Case =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).expect("case.json"))
+            .expect("case.json parses");
+    let (_, init) = read_npy(&dir.join("init_latents.npy"));
+    let draws = if dir.join("step_noise.npy").exists() {
+        let (shape, all) = read_npy(&dir.join("step_noise.npy"));
+        let per = all.len() / shape[0] as usize;
+        all.chunks(per).map(<[f32]>::to_vec).collect()
+    } else {
+        Vec::new()
+    };
+    let mut noise = RecordedNoise::new(draws);
+    let request = Request {
+        prompt: case.prompt,
+        negative_prompt: case.negative_prompt,
+        seed: 0,
+        steps: Some(case.steps),
+        guidance: Some(case.guidance),
+        scheduler: Some(SchedulerKind::from_name(name).expect("known scheduler")),
+        width: Some(case.width),
+        height: Some(case.height),
+        init_latents: Some(init),
+    };
+    let kind = request.scheduler.expect("set above");
+    let config =
+        pocket_studio::bundle::read_json(&tiny_bundle().join("scheduler/scheduler_config.json"))
+            .expect("scheduler config");
+    let scheduler = kind.build(&config, case.steps as usize).expect("scheduler");
+    assert_eq!(
+        scheduler.timesteps(),
+        &case.timesteps[..],
+        "{name}: timesteps"
+    );
+
+    let generated = pipeline()
+        .run(&request, &mut noise, &mut NoProgress, &CancelToken::new())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(noise.remaining(), 0, "{name}: every recorded draw is used");
+
+    let (_, expected) = read_npy(&dir.join("final_latents.npy"));
+    assert_eq!(generated.latents.len(), expected.len());
+    let worst = generated
+        .latents
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let scale = expected.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    println!("{name}: latents max abs diff {worst:e} (values up to {scale})");
+    assert!(
+        worst <= 1e-3,
+        "{name}: final latents differ by {worst} (limit 1e-3)"
+    );
+
+    let (w, h, pixels) = read_png(&dir.join("image.png"));
+    assert_eq!((w, h), (generated.image.width, generated.image.height));
+    let off = pixels
+        .iter()
+        .zip(&generated.image.rgb)
+        .filter(|(a, b)| a.abs_diff(**b) > 2)
+        .count();
+    let allowed = pixels.len() / 1000;
+    println!(
+        "{name}: {off} of {} channel values off by more than 2/255",
+        pixels.len()
+    );
+    assert!(
+        off <= allowed,
+        "{name}: {off} values differ by more than 2/255 (at most {allowed} allowed)"
+    );
+}
+
+#[test]
+fn parity_euler() {
+    parity("euler");
+}
+
+#[test]
+fn parity_euler_ancestral() {
+    parity("euler-a");
+}
+
+#[test]
+fn parity_ddim() {
+    parity("ddim");
+}
+
+#[test]
+fn parity_lcm_without_guidance() {
+    parity("lcm");
+}
+
+#[test]
+fn parity_dpmpp_2m() {
+    parity("dpmpp-2m");
+}
+
+#[derive(serde::Deserialize)]
+struct TokenCase {
+    prompt: String,
+    ids: Vec<i64>,
+    truncated: bool,
+}
+
+#[test]
+fn tokenizer_matches_hugging_face_on_the_corpus() {
+    let tokenizer = ClipTokenizer::load(&tiny_bundle().join("tokenizer")).expect("tokenizer");
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/tokenizer_corpus.json"))
+        .expect("corpus");
+    let cases: Vec<TokenCase> = serde_json::from_str(&text).expect("corpus parses");
+    assert!(cases.len() >= 200, "corpus has {} prompts", cases.len());
+    let mut mismatches = Vec::new();
+    for case in &cases {
+        let tokens = tokenizer.encode(&case.prompt).expect("encode");
+        if tokens.ids != case.ids {
+            mismatches.push(format!(
+                "{:?}\n  expected {:?}\n  got      {:?}",
+                case.prompt, case.ids, tokens.ids
+            ));
+        }
+        assert_eq!(
+            tokens.dropped_tokens > 0,
+            case.truncated,
+            "truncation reported for {:?}",
+            case.prompt
+        );
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} prompts differ:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn truncation_names_the_dropped_text() {
+    let tokenizer = ClipTokenizer::load(&tiny_bundle().join("tokenizer")).expect("tokenizer");
+    let prompt = format!("{} tail words here", "red ".repeat(75));
+    let tokens = tokenizer.encode(&prompt).expect("encode");
+    assert_eq!(tokens.ids.len(), 77);
+    assert_eq!(tokens.dropped_tokens, 3);
+    assert_eq!(tokens.dropped_text, "tail words here");
+}
+
+/// Copy the tiny bundle to a temp folder so a test can break it.
+fn bundle_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&tiny_bundle(), dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+fn flip_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[test]
+fn a_corrupted_byte_in_any_model_file_names_that_file() {
+    let files = [
+        "text_encoder/model.onnx",
+        "unet/model.onnx",
+        "vae_decoder/model.onnx",
+        "vae_encoder/model.onnx",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "scheduler/scheduler_config.json",
+    ];
+    for rel in files {
+        let dir = bundle_copy();
+        let file = dir.path().join(rel);
+        flip_byte(&file);
+        match Bundle::open(dir.path()) {
+            Err(Error::ModelUnavailable {
+                file: named,
+                fault: ModelFault::ChecksumMismatch { .. },
+            }) => assert_eq!(named, file, "{rel}"),
+            other => panic!("{rel}: expected a checksum error naming the file, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let dir = bundle_copy();
+    let file = dir.path().join("unet/model.onnx");
+    std::fs::remove_file(&file).expect("rm");
+    match Bundle::open(dir.path()) {
+        Err(Error::ModelUnavailable {
+            file: named,
+            fault: ModelFault::Missing,
+        }) => assert_eq!(named, file),
+        other => panic!("expected Missing naming the UNet, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unverified_optimum_folder_loads_and_a_broken_onnx_is_named() {
+    let dir = bundle_copy();
+    std::fs::remove_file(dir.path().join("pocket-studio.toml")).expect("rm manifest");
+    let bundle = Bundle::open(dir.path()).expect("optimum-style folder opens");
+    assert!(!bundle.info().verified);
+    assert_eq!(bundle.info().native_width, 64, "sample_size x VAE factor");
+
+    // Without a manifest nothing vouches for the bytes: tract's own refusal
+    // must still name the file.
+    let unet = dir.path().join("unet/model.onnx");
+    std::fs::write(&unet, b"this is not an onnx file").expect("write");
+    let bundle = Bundle::open(dir.path()).expect("opens (unverified)");
+    match Pipeline::load(bundle) {
+        Err(Error::ModelUnavailable { file, .. }) => assert_eq!(file, unet),
+        other => panic!("expected ModelUnavailable naming the UNet, got {other:?}"),
+    }
+}
+
+fn cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pocket-studio"))
+}
+
+fn generate(out: &Path, seed: u64, extra: &[&str]) -> std::process::Output {
+    cli()
+        .args(["generate", "a lighthouse at dawn", "--steps", "3", "--seed"])
+        .arg(seed.to_string())
+        .arg("--model")
+        .arg(tiny_bundle())
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run pocket-studio")
+}
+
+fn png_in(out: &Path, output: &std::process::Output) -> PathBuf {
+    assert!(
+        output.status.success(),
+        "generate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    assert!(
+        path.starts_with(out),
+        "{} is inside {}",
+        path.display(),
+        out.display()
+    );
+    path
+}
+
+#[test]
+fn same_seed_gives_identical_png_bytes_and_another_seed_another_image() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let first = png_in(a.path(), &generate(a.path(), 7, &[]));
+    let second = png_in(b.path(), &generate(b.path(), 7, &[]));
+    let first_bytes = std::fs::read(&first).expect("read");
+    assert_eq!(first_bytes, std::fs::read(&second).expect("read"));
+    let (w, h, pixels) = read_png(&first);
+    assert_eq!((w, h), (64, 64));
+
+    let other = png_in(b.path(), &generate(b.path(), 8, &[]));
+    let (_, _, other_pixels) = read_png(&other);
+    let differing = pixels
+        .iter()
+        .zip(&other_pixels)
+        .filter(|(x, y)| x != y)
+        .count();
+    assert!(
+        differing > pixels.len() / 2,
+        "only {differing} values differ"
+    );
+}
+
+#[test]
+fn initial_latents_from_npy_reproduce_diffusers() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir = repo().join("tests/fixtures/parity/euler");
+    let case: Case =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).expect("case"))
+            .expect("parses");
+    let output = cli()
+        .args([
+            "generate",
+            &case.prompt,
+            "--negative",
+            &case.negative_prompt,
+        ])
+        .args([
+            "--steps",
+            &case.steps.to_string(),
+            "--guidance",
+            &case.guidance.to_string(),
+        ])
+        .args(["--scheduler", "euler", "--seed", "99", "--latents"])
+        .arg(dir.join("init_latents.npy"))
+        .arg("--model")
+        .arg(tiny_bundle())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("run");
+    let path = png_in(out.path(), &output);
+    let (_, _, ours) = read_png(&path);
+    let (_, _, theirs) = read_png(&dir.join("image.png"));
+    let off = ours
+        .iter()
+        .zip(&theirs)
+        .filter(|(a, b)| a.abs_diff(**b) > 2)
+        .count();
+    assert!(
+        off <= ours.len() / 1000,
+        "{off} values off by more than 2/255"
+    );
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_one_line_and_writes_nothing() {
+    let long_prompt = "x".repeat(pocket_studio::pipeline::MAX_PROMPT_CHARS + 1);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["generate", "", "--steps", "3"], "prompt"),
+        (vec!["generate", "   ", "--steps", "3"], "prompt"),
+        (vec!["generate", &long_prompt], "prompt"),
+        (vec!["generate", "ok", "--steps", "0"], "steps"),
+        (vec!["generate", "ok", "--steps", "151"], "steps"),
+        (vec!["generate", "ok", "--width", "60"], "width"),
+        (vec!["generate", "ok", "--height", "4096"], "height"),
+        (vec!["generate", "ok", "--scheduler", "heun"], "scheduler"),
+        (vec!["generate", "ok", "--guidance", "-1"], "guidance"),
+    ];
+    for (args, key) in cases {
+        let out = tempfile::tempdir().expect("tempdir");
+        let output = cli()
+            .args(&args)
+            .arg("--model")
+            .arg(tiny_bundle())
+            .arg("--out")
+            .arg(out.path())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{args:?}: {stderr:?} should name {key}"
+        );
+        let written = std::fs::read_dir(out.path()).expect("read_dir").count();
+        assert_eq!(written, 0, "{args:?} wrote files");
+    }
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let output = cli()
+        .args(["generate", "ok", "--model", "/nonexistent/bundle", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/bundle"), "{stderr}");
+}
+
+#[test]
+fn a_corrupt_model_makes_the_cli_fail_naming_the_file() {
+    let dir = bundle_copy();
+    let file = dir.path().join("vae_decoder/model.onnx");
+    flip_byte(&file);
+    let out = tempfile::tempdir().expect("tempdir");
+    let output = cli()
+        .args(["generate", "ok", "--model"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("vae_decoder/model.onnx"), "{stderr}");
+    assert!(stderr.contains("sha256"), "{stderr}");
+}
+
+#[test]
+fn tokenize_prints_77_ids_as_json() {
+    let output = cli()
+        .args(["tokenize", "a photo of a cat", "--model"])
+        .arg(tiny_bundle())
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let ids: Vec<i64> = serde_json::from_slice(&output.stdout).expect("json array");
+    assert_eq!(ids.len(), 77);
+    assert_eq!(&ids[..6], &[49406, 320, 1125, 539, 320, 2368]);
+    assert_eq!(ids[6], 49407);
+}
+
+#[test]
+fn cancellation_stops_between_steps() {
+    struct CancelAfter(usize, CancelToken);
+    impl pocket_studio::Progress for CancelAfter {
+        fn stage(&mut self, _: pocket_studio::Stage) {}
+        fn step(&mut self, step: usize, _: usize) {
+            if step == self.0 {
+                self.1.cancel();
+            }
+        }
+    }
+    let cancel = CancelToken::new();
+    let mut progress = CancelAfter(2, cancel.clone());
+    let request = Request {
+        prompt: "a cat".into(),
+        steps: Some(10),
+        ..Request::default()
+    };
+    let result = pipeline().run(&request, &mut SeededNoise::new(1), &mut progress, &cancel);
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+}
