@@ -323,7 +323,7 @@ impl Pipeline {
 
 fn check_side(key: &'static str, value: u32, max: u32, factor: u32) -> Result<()> {
     let multiple = 8u32.max(factor);
-    if value == 0 || value % multiple != 0 {
+    if value == 0 || !value.is_multiple_of(multiple) {
         return Err(Error::invalid(
             key,
             format!("{value} is not a positive multiple of {multiple}"),

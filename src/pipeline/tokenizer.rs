@@ -122,10 +122,12 @@ impl ClipTokenizer {
 
         // As in transformers, the special tokens written in a prompt are
         // matched verbatim (not normalized, not split by BPE).
-        inner.add_special_tokens([
-            AddedToken::from("<|startoftext|>", true),
-            AddedToken::from("<|endoftext|>", true),
-        ]);
+        inner
+            .add_special_tokens([
+                AddedToken::from("<|startoftext|>", true),
+                AddedToken::from("<|endoftext|>", true),
+            ])
+            .map_err(|e| invalid(folder, e.to_string()))?;
 
         let config_path = folder.join("tokenizer_config.json");
         let config: TokenizerConfig = if config_path.is_file() {

@@ -53,7 +53,7 @@ pub(crate) fn split_prediction(
     match prediction {
         Prediction::Epsilon => ((sample - beta_sqrt * out) / alpha_sqrt, out),
         Prediction::Sample => (out, (sample - alpha_sqrt * out) / beta_sqrt),
-        Prediction::VPrediction => (
+        Prediction::Velocity => (
             alpha_sqrt * sample - beta_sqrt * out,
             alpha_sqrt * out + beta_sqrt * sample,
         ),

@@ -111,7 +111,7 @@ impl Scheduler for DpmPp2m {
                 .zip(model_output)
                 .map(|(&x, &out)| match self.prediction {
                     Prediction::Epsilon => (x - sigma_s0 * out) / alpha_s0,
-                    Prediction::VPrediction => alpha_s0 * x - sigma_s0 * out,
+                    Prediction::Velocity => alpha_s0 * x - sigma_s0 * out,
                     Prediction::Sample => out,
                 }),
         );

@@ -87,7 +87,7 @@ impl SigmaSchedule {
     pub(crate) fn predict_x0(&self, out: f32, sample: f32, sigma: f32) -> f32 {
         match self.prediction {
             Prediction::Epsilon => sample - sigma * out,
-            Prediction::VPrediction => {
+            Prediction::Velocity => {
                 out * (-sigma / (sigma * sigma + 1.0).sqrt()) + sample / (sigma * sigma + 1.0)
             }
             Prediction::Sample => out,

@@ -208,7 +208,7 @@ impl SchedulerConfig {
     pub(crate) fn prediction(&self) -> Result<Prediction> {
         match self.prediction_type.as_deref().unwrap_or("epsilon") {
             "epsilon" => Ok(Prediction::Epsilon),
-            "v_prediction" => Ok(Prediction::VPrediction),
+            "v_prediction" => Ok(Prediction::Velocity),
             "sample" => Ok(Prediction::Sample),
             other => Err(unsupported("prediction_type", other)),
         }
@@ -263,7 +263,7 @@ impl SchedulerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Prediction {
     Epsilon,
-    VPrediction,
+    Velocity,
     Sample,
 }
 
