@@ -99,6 +99,9 @@ pub struct BundleInfo {
     pub max_height: u32,
     /// Pixels per latent cell along each axis (8 for SD).
     pub vae_scale_factor: u32,
+    /// Image sides must be multiples of this: the VAE factor times the UNet's
+    /// total downsampling (64 for SD1.5), and at least 8.
+    pub size_multiple: u32,
     /// The VAE's latent scaling factor (0.18215 for SD1.x).
     pub latent_scaling: f32,
     /// Latent channels the UNet expects.
@@ -251,6 +254,8 @@ struct VaeConfig {
 #[derive(Deserialize)]
 struct UnetConfig {
     in_channels: Option<usize>,
+    #[serde(default)]
+    block_out_channels: Vec<u32>,
     sample_size: Option<u32>,
 }
 
@@ -275,6 +280,10 @@ fn describe(root: &Path, manifest: Option<&Manifest>) -> Result<BundleInfo> {
         .and_then(|v| v.scaling_factor)
         .unwrap_or(0.18215);
     let latent_channels = unet.as_ref().and_then(|u| u.in_channels).unwrap_or(4);
+    let unet_levels = unet
+        .as_ref()
+        .map_or(4, |u| u.block_out_channels.len().max(1));
+    let size_multiple = (vae_scale_factor << (unet_levels - 1)).max(8);
     let defaults = manifest.and_then(|m| m.defaults.clone());
     let (name, native_width, native_height) = match manifest {
         Some(m) => (m.name.clone(), m.native.width, m.native.height),
@@ -299,6 +308,7 @@ fn describe(root: &Path, manifest: Option<&Manifest>) -> Result<BundleInfo> {
         max_width,
         max_height,
         vae_scale_factor,
+        size_multiple,
         latent_scaling,
         latent_channels,
         default_scheduler: defaults.as_ref().and_then(|d| d.scheduler.clone()),

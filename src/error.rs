@@ -50,6 +50,22 @@ pub enum Error {
         /// What is wrong and what is allowed.
         reason: String,
     },
+    /// Not enough free space for the image plus the configured reserve;
+    /// nothing was written.
+    #[error("not enough free space: {needed} bytes needed, {free} free")]
+    NoSpace {
+        /// Bytes the write needs, reserve included (0 when a write hit a
+        /// full disk mid-way).
+        needed: u64,
+        /// Bytes free on the filesystem.
+        free: u64,
+    },
+    /// The gallery's configured quota is reached.
+    #[error("gallery full: {0}")]
+    QuotaFull(String),
+    /// No image or job with this id.
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The job was cancelled through its [`crate::CancelToken`].
     #[error("cancelled")]
     Cancelled,

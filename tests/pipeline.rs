@@ -296,7 +296,15 @@ fn cli() -> Command {
 
 fn generate(out: &Path, seed: u64, extra: &[&str]) -> std::process::Output {
     cli()
-        .args(["generate", "a lighthouse at dawn", "--steps", "3", "--seed"])
+        .args([
+            "generate",
+            "a lighthouse at dawn",
+            "--output",
+            "native",
+            "--steps",
+            "3",
+            "--seed",
+        ])
         .arg(seed.to_string())
         .arg("--model")
         .arg(tiny_bundle())
@@ -367,7 +375,15 @@ fn initial_latents_from_npy_reproduce_diffusers() {
             "--guidance",
             &case.guidance.to_string(),
         ])
-        .args(["--scheduler", "euler", "--seed", "99", "--latents"])
+        .args([
+            "--scheduler",
+            "euler",
+            "--output",
+            "native",
+            "--seed",
+            "99",
+            "--latents",
+        ])
         .arg(dir.join("init_latents.npy"))
         .arg("--model")
         .arg(tiny_bundle())

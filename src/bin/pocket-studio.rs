@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use pocket_studio::pipeline::output::{Aspect, OutputKind, to_exact_size};
+use pocket_studio::pipeline::upscale::Upscaler;
+use pocket_studio::store::{Gallery, ImageMeta, Limits};
 use pocket_studio::{
     Bundle, CancelToken, Error, NoProgress, Pipeline, Progress, Request, SchedulerKind,
     SeededNoise, Stage,
@@ -19,6 +22,8 @@ use pocket_studio::{
 
 /// Where installed boards keep the default bundle.
 const DEFAULT_MODEL: &str = "/usr/share/pocket-studio/models/default";
+/// Where installed boards keep the default upscaler bundle.
+const DEFAULT_UPSCALER: &str = "/usr/share/pocket-studio/models/upscaler";
 
 #[derive(Parser)]
 #[command(name = "pocket-studio", version, about = "On-device text-to-image")]
@@ -30,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate an image in-process and print the PNG's path.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Print the 77 CLIP token ids of a prompt as a JSON array.
     Tokenize {
         /// The prompt.
@@ -72,7 +77,16 @@ struct GenerateArgs {
     /// Model bundle folder.
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
-    /// Folder for the PNG.
+    /// `4k` (exact 3840x2160, 2160x3840 or 4096x4096) or `native`.
+    #[arg(long, default_value = "4k")]
+    output: String,
+    /// square, landscape or portrait (when --width/--height are not given).
+    #[arg(long, default_value = "square")]
+    aspect: String,
+    /// Upscaler bundle folder (used for `--output 4k`).
+    #[arg(long, default_value = DEFAULT_UPSCALER)]
+    upscaler: PathBuf,
+    /// Gallery folder for the PNG.
     #[arg(long, default_value = ".")]
     out: PathBuf,
     /// Initial latents, float32 .npy of shape [1, 4, height/f, width/f],
@@ -100,7 +114,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(args) => generate(args),
+        Command::Generate(args) => generate(*args),
         Command::Tokenize { prompt, model } => tokenize(&prompt, &model),
         Command::Bench(args) => bench(args),
     };
@@ -180,9 +194,21 @@ fn generate(args: GenerateArgs) -> Result<()> {
         .as_deref()
         .map(SchedulerKind::from_name)
         .transpose()?;
+    let output = OutputKind::from_name(&args.output)?;
+    let aspect = match (args.width, args.height) {
+        (Some(w), Some(h)) => Aspect::of(w, h),
+        _ => Aspect::from_name(&args.aspect)?,
+    };
     let seed = args.seed.unwrap_or_else(random_seed);
     let init_latents = args.latents.as_deref().map(read_npy_f32).transpose()?;
     let pipeline = load(&args.model)?;
+    let (width, height) = match (args.width, args.height) {
+        (Some(w), Some(h)) => (w, h),
+        (w, h) => {
+            let (gw, gh) = aspect.generation_size(pipeline.info());
+            (w.unwrap_or(gw), h.unwrap_or(gh))
+        }
+    };
     let request = Request {
         prompt: args.prompt,
         negative_prompt: args.negative,
@@ -190,70 +216,74 @@ fn generate(args: GenerateArgs) -> Result<()> {
         steps: args.steps,
         guidance: args.guidance,
         scheduler,
-        width: args.width,
-        height: args.height,
+        width: Some(width),
+        height: Some(height),
         init_latents,
     };
-    // Refuse bad input before any work or any file is written.
+    // Refuse bad input, a missing upscaler and a full disk before any work.
     let settings = pipeline.resolve(&request)?;
+    let upscaler = match output {
+        OutputKind::FourK => Some(Upscaler::open(&args.upscaler)?),
+        OutputKind::Native => None,
+    };
+    let (final_width, final_height) = match output {
+        OutputKind::FourK => aspect.four_k(),
+        OutputKind::Native => (width, height),
+    };
+    let gallery = Gallery::open(&args.out, Limits::default())?;
+    gallery.check_room(final_width, final_height)?;
+
     let mut bar = Bar::new();
-    let generated = pipeline.run(
-        &request,
-        &mut SeededNoise::new(seed),
-        &mut bar,
-        &CancelToken::new(),
-    )?;
-    bar.bar.finish_and_clear();
+    let cancel = CancelToken::new();
+    let generated = pipeline.run(&request, &mut SeededNoise::new(seed), &mut bar, &cancel)?;
+    let mut image = generated.image;
+    if let Some(upscaler) = &upscaler {
+        bar.stage(Stage::Upscaling);
+        let tick = Instant::now();
+        image = to_exact_size(
+            image,
+            final_width,
+            final_height,
+            upscaler,
+            &mut |done, total| bar.step(done, total),
+            &cancel,
+        )?;
+        log::info!(
+            "upscaled to {final_width}x{final_height} in {} ms",
+            tick.elapsed().as_millis()
+        );
+    }
+    bar.stage(Stage::Saving);
     let info = pipeline.info();
-    let parameters = format!(
-        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}, Model hash: {}, Version: pocket-studio {}",
-        request.prompt,
-        request.negative_prompt,
-        settings.steps,
-        settings.scheduler.name(),
-        settings.guidance,
+    let meta = ImageMeta {
+        prompt: request.prompt.clone(),
+        negative_prompt: request.negative_prompt.clone(),
         seed,
-        settings.width,
-        settings.height,
-        info.name,
-        info.unet_sha256
-            .as_deref()
-            .map(|h| &h[..10.min(h.len())])
-            .unwrap_or("unverified"),
-        pocket_studio::VERSION,
-    );
-    let name = format!(
-        "{}-{}-{}x{}-{}.png",
-        sanitize(&info.name),
-        seed,
-        settings.width,
-        settings.height,
-        short_hash(&parameters)
-    );
-    let path = args.out.join(name);
-    pocket_studio::store::write_png(
-        &path,
-        &generated.image,
-        &[
-            ("parameters", parameters),
-            (
-                "Software",
-                format!("pocket-studio {}", pocket_studio::VERSION),
-            ),
-        ],
-    )?;
-    log::info!(
-        "generated {}x{} in {} ms (seed {seed})",
-        settings.width,
-        settings.height,
-        generated.timings.total.as_millis()
-    );
+        steps: settings.steps,
+        scheduler: settings.scheduler.name().into(),
+        guidance: settings.guidance,
+        generated_width: settings.width,
+        generated_height: settings.height,
+        model: info.name.clone(),
+        model_sha256: info
+            .unet_sha256
+            .clone()
+            .unwrap_or_else(|| "unverified".into()),
+        upscaler: upscaler.as_ref().map(|u| u.manifest().name.clone()),
+        upscaler_sha256: upscaler.as_ref().map(|u| u.sha256().to_string()),
+        output: output.name().into(),
+        software: format!("pocket-studio {}", pocket_studio::VERSION),
+    };
+    let entry = gallery.save(&image, &meta)?;
+    bar.bar.finish_and_clear();
     eprintln!(
-        "seed {seed}, {} steps, {} ms",
+        "seed {seed}, {} steps, {}x{}, {} ms",
         settings.steps,
+        image.width,
+        image.height,
         generated.timings.total.as_millis()
     );
-    println!("{}", path.display());
+    println!("{}", gallery.path_of(&entry.id)?.display());
     Ok(())
 }
 
@@ -263,23 +293,6 @@ fn random_seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     nanos ^ (u64::from(std::process::id()) << 32)
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-fn short_hash(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(text.as_bytes())[..4])
 }
 
 /// Read a little-endian float32 `.npy` (any shape; the pipeline checks it).

@@ -5,9 +5,11 @@
 //! [`CancelToken`], and get a [`Generated`] image back.
 
 pub mod noise;
+pub mod output;
 pub mod scheduler;
 mod text2img;
 pub mod tokenizer;
+pub mod upscale;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +79,10 @@ pub enum Stage {
     Denoising,
     /// The VAE decoder.
     Decoding,
+    /// Learned upscaling and the exact-size resample.
+    Upscaling,
+    /// Encoding and writing the PNG.
+    Saving,
 }
 
 impl Stage {
@@ -86,6 +92,8 @@ impl Stage {
             Stage::Encoding => "encoding",
             Stage::Denoising => "denoising",
             Stage::Decoding => "decoding",
+            Stage::Upscaling => "upscaling",
+            Stage::Saving => "saving",
         }
     }
 }
@@ -285,8 +293,8 @@ impl Pipeline {
         };
         let width = request.width.unwrap_or(info.native_width);
         let height = request.height.unwrap_or(info.native_height);
-        check_side("width", width, info.max_width, info.vae_scale_factor)?;
-        check_side("height", height, info.max_height, info.vae_scale_factor)?;
+        check_side("width", width, info.max_width, info.size_multiple)?;
+        check_side("height", height, info.max_height, info.size_multiple)?;
         if let Some(latents) = &request.init_latents {
             let expected = self.latent_len(width, height);
             if latents.len() != expected {
@@ -321,8 +329,7 @@ impl Pipeline {
     }
 }
 
-fn check_side(key: &'static str, value: u32, max: u32, factor: u32) -> Result<()> {
-    let multiple = 8u32.max(factor);
+fn check_side(key: &'static str, value: u32, max: u32, multiple: u32) -> Result<()> {
     if value == 0 || !value.is_multiple_of(multiple) {
         return Err(Error::invalid(
             key,
