@@ -66,6 +66,17 @@ pub enum Error {
     /// No image or job with this id.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The configuration file is invalid; `reason` names the key.
+    #[error("{}: {reason}", path.display())]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
+    /// The job queue is full; try again when a job finishes.
+    #[error("the queue is full ({0} jobs)")]
+    QueueFull(usize),
     /// The job was cancelled through its [`crate::CancelToken`].
     #[error("cancelled")]
     Cancelled,

@@ -5,10 +5,13 @@
 //! Only [`engine`] names tract types, so another runtime can sit beside it.
 
 pub mod bundle;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod pipeline;
+pub mod service;
 pub mod store;
+pub mod studio;
 
 pub use bundle::{Bundle, BundleInfo};
 pub use error::{Error, ModelFault, Result};

@@ -372,7 +372,7 @@ impl Gallery {
         };
         let bytes = serde_json::to_vec_pretty(&index)
             .map_err(|e| Error::io(self.dir.join(INDEX_FILE), std::io::Error::other(e)))?;
-        write_atomically(&self.dir.join(INDEX_FILE), |out| out.write_all(&bytes))
+        write_file_atomically(&self.dir.join(INDEX_FILE), &bytes)
     }
 }
 
@@ -406,6 +406,35 @@ fn read_entry(id: &str, path: &Path) -> Result<Entry> {
     })
 }
 
+/// Decode an 8-bit RGB or RGBA PNG into an RGB image.
+pub fn read_png(path: &Path) -> Result<Image> {
+    let bad = |e: png::DecodingError| Error::io(path, std::io::Error::other(e));
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(bad)?;
+    let size = reader.output_buffer_size().ok_or_else(|| {
+        Error::io(path, std::io::Error::other("image too large"))
+    })?;
+    let mut buf = vec![0; size];
+    let info = reader.next_frame(&mut buf).map_err(bad)?;
+    buf.truncate(info.buffer_size());
+    let rgb = match info.color_type {
+        png::ColorType::Rgb => buf,
+        png::ColorType::Rgba => buf.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        png::ColorType::Grayscale => buf.iter().flat_map(|&g| [g, g, g]).collect(),
+        png::ColorType::GrayscaleAlpha => buf.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        png::ColorType::Indexed => {
+            return Err(Error::io(path, std::io::Error::other("unexpanded palette")));
+        }
+    };
+    Ok(Image {
+        width: info.width,
+        height: info.height,
+        rgb,
+    })
+}
+
 /// Size and text chunks of a PNG, without decoding its pixels.
 pub fn read_png_text(path: &Path) -> Result<(u32, u32, BTreeMap<String, String>)> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -424,6 +453,11 @@ pub fn read_png_text(path: &Path) -> Result<(u32, u32, BTreeMap<String, String>)
         }
     }
     Ok((info.width, info.height, chunks))
+}
+
+/// Write `bytes` to `path` atomically (temp file, fsync, rename, fsync).
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically(path, |out| out.write_all(bytes))
 }
 
 /// Write `image` to `path` atomically with `iTXt` chunks `(keyword, text)`.

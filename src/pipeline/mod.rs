@@ -6,6 +6,7 @@
 
 pub mod noise;
 pub mod output;
+pub mod preview;
 pub mod scheduler;
 mod text2img;
 pub mod tokenizer;
@@ -104,6 +105,11 @@ pub trait Progress {
     fn stage(&mut self, stage: Stage);
     /// Denoising step `step` of `steps` finished (1-based).
     fn step(&mut self, step: usize, steps: usize);
+    /// The latents after a step, `[channels, height, width]`, for previews.
+    /// Called once per step after [`Progress::step`]; ignore it by default.
+    fn latents(&mut self, latents: &[f32], channels: usize, height: usize, width: usize) {
+        let _ = (latents, channels, height, width);
+    }
 }
 
 /// A [`Progress`] that ignores everything.

@@ -119,6 +119,7 @@ impl Pipeline {
             scheduler.step(&guided, index, &mut latents, noise)?;
             timings.scheduler += tick.elapsed();
             progress.step(index + 1, timesteps.len());
+            progress.latents(&latents, latent_shape[1], latent_shape[2], latent_shape[3]);
             cancel.check()?;
         }
 

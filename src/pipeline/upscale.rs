@@ -132,6 +132,16 @@ impl Upscaler {
         self
     }
 
+    /// Tile side and overlap in input pixels.
+    pub fn tiling(&self) -> (u32, u32) {
+        (self.tile, self.overlap)
+    }
+
+    /// Parallel workers used per tile row.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
     /// Use this many parallel workers (default: all cores).
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);

@@ -25,9 +25,15 @@ const DEFAULT_MODEL: &str = "/usr/share/pocket-studio/models/default";
 /// Where installed boards keep the default upscaler bundle.
 const DEFAULT_UPSCALER: &str = "/usr/share/pocket-studio/models/upscaler";
 
+mod client;
+
 #[derive(Parser)]
 #[command(name = "pocket-studio", version, about = "On-device text-to-image")]
 struct Cli {
+    /// Talk to the service on this bus: `system`, `session` or an address.
+    /// Without it, `generate` runs in-process.
+    #[arg(long, global = true)]
+    bus: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +52,24 @@ enum Command {
     },
     /// Time each pipeline stage, next to onnxruntime on the same ONNX files.
     Bench(BenchArgs),
+    /// List the service's jobs.
+    Jobs,
+    /// Cancel a job of the service.
+    Cancel {
+        /// Job number.
+        id: u64,
+    },
+    /// List the service's gallery, newest first.
+    Images {
+        /// Skip this many.
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show the service's version, queue, storage and models.
+    Status,
 }
 
 #[derive(clap::Args)]
@@ -77,12 +101,18 @@ struct GenerateArgs {
     /// Model bundle folder.
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
-    /// `4k` (exact 3840x2160, 2160x3840 or 4096x4096) or `native`.
-    #[arg(long, default_value = "4k")]
-    output: String,
-    /// square, landscape or portrait (when --width/--height are not given).
-    #[arg(long, default_value = "square")]
-    aspect: String,
+    /// `4k` (exact 3840x2160, 2160x3840 or 4096x4096) or `native`
+    /// [in-process default: 4k; with --bus: the service's config].
+    #[arg(long)]
+    output: Option<String>,
+    /// square, landscape or portrait when --width/--height are not given
+    /// [default: square].
+    #[arg(long)]
+    aspect: Option<String>,
+    /// A style preset (service only): watercolor, 3d-portrait, neon-noir,
+    /// painterly, photo.
+    #[arg(long)]
+    style: Option<String>,
     /// Upscaler bundle folder (used for `--output 4k`).
     #[arg(long, default_value = DEFAULT_UPSCALER)]
     upscaler: PathBuf,
@@ -97,9 +127,14 @@ struct GenerateArgs {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Model bundle folder(s) to measure.
-    #[arg(long = "model", default_value = DEFAULT_MODEL)]
+    /// Text-to-image bundle folder(s) to measure (the default bundle when
+    /// neither --model nor --upscaler is given).
+    #[arg(long = "model")]
     models: Vec<PathBuf>,
+    /// Upscaler bundle folder(s): 960x540 -> 3840x2160, tract vs onnxruntime
+    /// with the same tiling, peak RSS, 4K PNG encode time.
+    #[arg(long = "upscaler")]
+    upscalers: Vec<PathBuf>,
     /// Timed runs per stage (the median is printed).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -113,10 +148,16 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let cli = Cli::parse();
+    let bus = cli.bus.clone().unwrap_or_else(|| "system".into());
     let result = match cli.command {
+        Command::Generate(args) if cli.bus.is_some() => on_bus(client::generate(&bus, submit(*args))),
         Command::Generate(args) => generate(*args),
         Command::Tokenize { prompt, model } => tokenize(&prompt, &model),
         Command::Bench(args) => bench(args),
+        Command::Jobs => on_bus(client::jobs(&bus)),
+        Command::Cancel { id } => on_bus(client::cancel(&bus, id)),
+        Command::Images { offset, limit } => on_bus(client::images(&bus, offset, limit)),
+        Command::Status => on_bus(client::status(&bus)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,6 +169,31 @@ fn main() -> ExitCode {
             );
             ExitCode::from(if invalid { 2 } else { 1 })
         }
+    }
+}
+
+/// Run a client call on a small runtime.
+fn on_bus(call: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(call)
+}
+
+fn submit(args: GenerateArgs) -> client::Submit {
+    client::Submit {
+        prompt: args.prompt,
+        negative: args.negative,
+        seed: args.seed,
+        steps: args.steps,
+        guidance: args.guidance,
+        scheduler: args.scheduler,
+        width: args.width,
+        height: args.height,
+        output: args.output,
+        aspect: args.aspect,
+        style: args.style,
     }
 }
 
@@ -194,10 +260,11 @@ fn generate(args: GenerateArgs) -> Result<()> {
         .as_deref()
         .map(SchedulerKind::from_name)
         .transpose()?;
-    let output = OutputKind::from_name(&args.output)?;
+    anyhow::ensure!(args.style.is_none(), "--style needs the service (--bus)");
+    let output = OutputKind::from_name(args.output.as_deref().unwrap_or("4k"))?;
     let aspect = match (args.width, args.height) {
         (Some(w), Some(h)) => Aspect::of(w, h),
-        _ => Aspect::from_name(&args.aspect)?,
+        _ => Aspect::from_name(args.aspect.as_deref().unwrap_or("square"))?,
     };
     let seed = args.seed.unwrap_or_else(random_seed);
     let init_latents = args.latents.as_deref().map(read_npy_f32).transpose()?;
@@ -312,10 +379,107 @@ fn read_npy_f32(path: &Path) -> Result<Vec<f32>> {
         .with_context(|| format!("cannot read values of {}", path.display()))
 }
 
-fn bench(args: BenchArgs) -> Result<()> {
+fn bench(mut args: BenchArgs) -> Result<()> {
+    if args.models.is_empty() && args.upscalers.is_empty() {
+        args.models.push(PathBuf::from(DEFAULT_MODEL));
+    }
     for model in &args.models {
         bench_bundle(model, args.runs.max(1), !args.no_ort)?;
     }
+    for upscaler in &args.upscalers {
+        bench_upscaler(upscaler, !args.no_ort)?;
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Reset the peak RSS counter so the next reading covers only what follows.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn bench_upscaler(dir: &Path, with_ort: bool) -> Result<()> {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upscale/input.png");
+    let source = pocket_studio::store::read_png(&photo)?;
+    let input = pocket_studio::pipeline::output::resample_exact(&source, 960, 540)?;
+    let scratch = tempfile::tempdir()?;
+    let input_path = scratch.path().join("input-960x540.png");
+    pocket_studio::store::write_png(&input_path, &input, &[])?;
+
+    reset_peak_rss();
+    let baseline = peak_rss_bytes().unwrap_or(0);
+    let upscaler = Upscaler::open(dir)?;
+    let model_bytes = std::fs::metadata(dir.join("model.onnx"))?.len();
+    let scale = upscaler.scale();
+    let target = (960 * scale, 540 * scale);
+    // Warm-up on one tile so plan optimisation is not timed.
+    let warm = pocket_studio::pipeline::output::resample_exact(&input, 64, 64)?;
+    upscaler.upscale(&warm, &mut |_, _| {}, &CancelToken::new())?;
+    let tick = Instant::now();
+    let output = upscaler.upscale(&input, &mut |_, _| {}, &CancelToken::new())?;
+    let ours = tick.elapsed().as_secs_f64();
+    let peak = peak_rss_bytes().unwrap_or(0);
+    anyhow::ensure!((output.width, output.height) == target, "unexpected output size");
+    let output_bytes = output.rgb.len() as u64;
+
+    let tick = Instant::now();
+    pocket_studio::store::write_png(&scratch.path().join("out.png"), &output, &[])?;
+    let encode = tick.elapsed().as_secs_f64();
+    let png_bytes = std::fs::metadata(scratch.path().join("out.png"))?.len();
+
+    let name = &upscaler.manifest().name;
+    let (tile, overlap) = upscaler.tiling();
+    println!(
+        "upscaler {name}: 960x540 -> {}x{} (tile {tile}, overlap {overlap}, {} workers)",
+        target.0,
+        target.1,
+        upscaler.workers()
+    );
+    println!("  tract          {ours:>8.2} s");
+    if with_ort {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort_upscale.py");
+        let run = std::process::Command::new("python3")
+            .arg(script)
+            .arg(dir.join("model.onnx"))
+            .arg(&input_path)
+            .args(["--tile", &tile.to_string(), "--overlap", &overlap.to_string()])
+            .args(["--scale", &scale.to_string(), "--threads", &threads.to_string()])
+            .output()
+            .context("cannot start python3")?;
+        if run.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&run.stdout)?;
+            let theirs = v["seconds"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "  onnxruntime    {theirs:>8.2} s  ({threads} threads, peak RSS {:.0} MiB)   tract/ort {:.2}",
+                v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+                ours / theirs
+            );
+        } else {
+            println!(
+                "  onnxruntime    unavailable: {}",
+                String::from_utf8_lossy(&run.stderr).lines().last().unwrap_or("failed")
+            );
+        }
+    }
+    println!(
+        "  peak RSS       {:.0} MiB over a {:.0} MiB baseline: +{:.0} MiB (model {:.0} MiB + output {:.0} MiB + 150 MiB budget = {:.0} MiB)",
+        peak as f64 / MIB,
+        baseline as f64 / MIB,
+        peak.saturating_sub(baseline) as f64 / MIB,
+        model_bytes as f64 / MIB,
+        output_bytes as f64 / MIB,
+        (model_bytes + output_bytes) as f64 / MIB + 150.0
+    );
+    println!("  4K PNG encode  {encode:>8.2} s  ({:.1} MiB written)", png_bytes as f64 / MIB);
     Ok(())
 }
 

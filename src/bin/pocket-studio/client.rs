@@ -1,0 +1,196 @@
+//! The D-Bus client half of the CLI: the reference client of
+//! `org.pocketstudio.Studio1`.
+//!
+//! `generate` submits and follows the job (stage, step, ETA); Ctrl-C asks
+//! whether to cancel the job or detach. `jobs`, `cancel`, `images`, `status`
+//! are one call each.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use pocket_studio::service::dbus::{CallError, JobObjectProxy, ManagerProxy, job_id, job_path};
+use zbus::Connection;
+use zbus::{OwnedVariant, Variant};
+
+/// Connect to `system`, `session` or a bus address.
+pub async fn connect(bus: &str) -> Result<Connection> {
+    let connection = match bus {
+        "system" => Connection::system().await,
+        "session" => Connection::session().await,
+        address => zbus::connection::Builder::address(address).build().await,
+    };
+    connection.with_context(|| format!("cannot connect to the {bus} bus"))
+}
+
+/// What `generate` sends over D-Bus; `None` fields are left to the service.
+pub struct Submit {
+    pub prompt: String,
+    pub negative: String,
+    pub seed: Option<u64>,
+    pub steps: Option<u32>,
+    pub guidance: Option<f32>,
+    pub scheduler: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub output: Option<String>,
+    pub aspect: Option<String>,
+    pub style: Option<String>,
+}
+
+pub async fn generate(bus: &str, submit: Submit) -> Result<()> {
+    let connection = connect(bus).await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    let mut request: HashMap<&str, Variant<'_>> = HashMap::new();
+    request.insert("prompt", Variant::from(submit.prompt.as_str()));
+    if !submit.negative.is_empty() {
+        request.insert("negative_prompt", Variant::from(submit.negative.as_str()));
+    }
+    if let Some(v) = submit.seed {
+        request.insert("seed", Variant::from(v));
+    }
+    if let Some(v) = submit.steps {
+        request.insert("steps", Variant::from(v));
+    }
+    if let Some(v) = submit.guidance {
+        request.insert("guidance", Variant::from(f64::from(v)));
+    }
+    for (key, value) in [
+        ("scheduler", &submit.scheduler),
+        ("output", &submit.output),
+        ("aspect", &submit.aspect),
+        ("style", &submit.style),
+    ] {
+        if let Some(v) = value {
+            request.insert(key, Variant::from(v.as_str()));
+        }
+    }
+    if let Some(v) = submit.width {
+        request.insert("width", Variant::from(v));
+    }
+    if let Some(v) = submit.height {
+        request.insert("height", Variant::from(v));
+    }
+    let request: HashMap<String, OwnedVariant> = request
+        .into_iter()
+        .map(|(k, v)| Ok((k.to_string(), OwnedVariant::try_from(v)?)))
+        .collect::<Result<_, zbus::Error>>()?;
+    let path = manager.generate(request).await.map_err(explain)?;
+    let job = JobObjectProxy::builder(&connection).path(path.clone()).build().await?;
+    let mut finished = job.receive_finished().await?;
+    let mut progress = job.receive_progress_changed().await;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(1000)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>18} [{bar:30}] {percent:>3}% ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    eprintln!("job {}", job_id(path.as_str()).unwrap_or(0));
+    loop {
+        tokio::select! {
+            signal = finished.next() => {
+                let Some(signal) = signal else { bail!("the service went away") };
+                let args = signal.args()?;
+                bar.finish_and_clear();
+                if *args.ok() {
+                    println!("{}", args.detail());
+                    return Ok(());
+                }
+                bail!("job failed: {}", args.detail());
+            }
+            change = progress.next() => {
+                if change.is_some() {
+                    let fraction = job.progress().await.unwrap_or(0.0);
+                    let stage = job.stage().await.unwrap_or_default();
+                    let (step, steps) = (job.step().await.unwrap_or(0), job.steps().await.unwrap_or(0));
+                    bar.set_position((fraction * 1000.0) as u64);
+                    bar.set_message(if stage == "denoising" { format!("{stage} {step}/{steps}") } else { stage });
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                bar.suspend(|| ());
+                if ask_cancel().await {
+                    job.cancel().await.map_err(explain)?;
+                    eprintln!("cancel requested; waiting for the job to stop");
+                } else {
+                    bar.finish_and_clear();
+                    eprintln!("detached; the job goes on: {}", path.as_str());
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// On a terminal, ask; elsewhere, cancel.
+async fn ask_cancel() -> bool {
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprint!("\nCancel the job [c] or detach and let it finish [d]? ");
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).ok();
+        !line.trim().eq_ignore_ascii_case("d")
+    })
+    .await
+    .unwrap_or(true)
+}
+
+pub async fn jobs(bus: &str) -> Result<()> {
+    let connection = connect(bus).await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    for path in manager.list_jobs().await.map_err(explain)? {
+        let job = JobObjectProxy::builder(&connection).path(path.clone()).build().await?;
+        println!(
+            "{:>6}  {:<9} {:<10} {:>5.1}%  {}",
+            job_id(path.as_str()).unwrap_or(0),
+            job.state().await?,
+            job.stage().await?,
+            job.progress().await? * 100.0,
+            job.output_path().await?
+        );
+    }
+    Ok(())
+}
+
+pub async fn cancel(bus: &str, id: u64) -> Result<()> {
+    let connection = connect(bus).await?;
+    let job = JobObjectProxy::builder(&connection).path(job_path(id)).build().await?;
+    job.cancel().await.map_err(explain)?;
+    Ok(())
+}
+
+pub async fn images(bus: &str, offset: u32, limit: u32) -> Result<()> {
+    let connection = connect(bus).await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    for image in manager.list_images(offset, limit).await.map_err(explain)? {
+        let get = |k: &str| image.get(k).map(|v| format!("{}", &**v)).unwrap_or_default();
+        println!("{}  {}x{}  seed {}  {}", get("id"), get("width"), get("height"), get("seed"), get("prompt"));
+    }
+    Ok(())
+}
+
+pub async fn status(bus: &str) -> Result<()> {
+    let connection = connect(bus).await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    println!("version       {}", manager.version().await.map_err(explain)?);
+    println!("queue         {}/{}", manager.queue_length().await?, manager.max_queue().await?);
+    println!("storage free  {} MiB", manager.storage_free().await? >> 20);
+    for model in manager.models().await? {
+        let get = |k: &str| model.get(k).map(|v| format!("{}", &**v)).unwrap_or_default();
+        println!("model         {} ({}, available {})", get("name"), get("kind"), get("available"));
+    }
+    Ok(())
+}
+
+/// Put the D-Bus error name in front, so scripts can match it.
+fn explain(e: impl Into<CallError>) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.into())
+}

@@ -1,0 +1,770 @@
+//! The core every front-end talks to: a bounded job queue, one inference
+//! worker thread that owns the loaded models, job states and events.
+//!
+//! Front-ends (D-Bus, touch UI, CLI) only call [`Studio`] and subscribe to its
+//! [`Event`]s; they hold no pipeline logic. Every accepted job is written to
+//! a journal in the state directory before `submit` returns, so after a crash
+//! each unfinished job is run again on restart — never silently lost. The
+//! worker never blocks the caller: `submit` and `cancel` return at once.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pipeline::output::{Aspect, OutputKind, to_exact_size};
+use crate::pipeline::upscale::Upscaler;
+use crate::pipeline::{CancelToken, Pipeline, Progress, Request, Stage};
+use crate::store::{Gallery, ImageMeta};
+use crate::{Bundle, SchedulerKind, SeededNoise};
+
+/// What a front-end asks for; plain data so it can be journaled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// What to draw.
+    pub prompt: String,
+    /// What to avoid.
+    #[serde(default)]
+    pub negative_prompt: String,
+    /// Noise seed; `None` picks one at submit time (and journals it).
+    pub seed: Option<u64>,
+    /// Denoising steps.
+    pub steps: Option<u32>,
+    /// Guidance scale.
+    pub guidance: Option<f32>,
+    /// Scheduler name.
+    pub scheduler: Option<String>,
+    /// Generation width.
+    pub width: Option<u32>,
+    /// Generation height.
+    pub height: Option<u32>,
+    /// `4k` or `native`; `None` uses the config.
+    pub output: Option<String>,
+    /// `square`, `landscape` or `portrait` when no size is given.
+    pub aspect: Option<String>,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Accepted, waiting for the worker.
+    Queued,
+    /// On the worker now.
+    Running,
+    /// Saved to the gallery.
+    Done,
+    /// Stopped by an error.
+    Failed,
+    /// Stopped by a cancel request.
+    Cancelled,
+}
+
+impl JobState {
+    /// The D-Bus string.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job can still change.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+/// A job's observable state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobStatus {
+    /// Job number (the D-Bus object path ends in it).
+    pub id: u64,
+    /// Life stage.
+    pub state: JobState,
+    /// Current stage, "" before running.
+    pub stage: &'static str,
+    /// Fraction done, 0..1, never decreasing.
+    pub progress: f64,
+    /// Denoising step done.
+    pub step: u32,
+    /// Denoising steps in all.
+    pub steps: u32,
+    /// Gallery id once saved.
+    pub image_id: String,
+    /// Saved file once saved.
+    pub output_path: String,
+    /// Why it failed or was cancelled.
+    pub error: String,
+}
+
+/// Something that happened, for front-ends to relay.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A job's status changed (may arrive many times a second; throttle).
+    Changed(JobStatus),
+    /// A small PNG preview of the latents after a step.
+    Preview {
+        /// Job number.
+        id: u64,
+        /// PNG bytes.
+        png: Vec<u8>,
+    },
+    /// A job reached a final state.
+    Finished {
+        /// Job number.
+        id: u64,
+        /// Whether an image was saved.
+        ok: bool,
+        /// Output path, or the reason it did not finish.
+        detail: String,
+    },
+    /// An image was added to the gallery.
+    ImageSaved {
+        /// Gallery id.
+        id: String,
+        /// File path.
+        path: String,
+    },
+}
+
+struct Job {
+    spec: JobSpec,
+    status: JobStatus,
+    cancel: CancelToken,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: BTreeMap<u64, Job>,
+    waiting: VecDeque<u64>,
+    shutting_down: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    events: broadcast::Sender<Event>,
+    next_id: AtomicU64,
+    heartbeat: Mutex<Instant>,
+    max_queue: usize,
+    journal: PathBuf,
+}
+
+/// Models, gallery and the output settings the worker uses.
+struct Engine {
+    pipeline: Pipeline,
+    upscaler: Option<Upscaler>,
+    gallery: Arc<Gallery>,
+    default_output: OutputKind,
+}
+
+/// The running core. Dropping it stops the worker after the current job.
+pub struct Studio {
+    shared: Arc<Shared>,
+    gallery: Arc<Gallery>,
+    info: crate::BundleInfo,
+    upscaler_name: Option<String>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Studio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Studio").field("model", &self.info.name).finish_non_exhaustive()
+    }
+}
+
+/// Keeps finished jobs listed this long (by count) so clients can read them.
+const FINISHED_KEPT: usize = 64;
+
+impl Studio {
+    /// Load the models named by `config`, open the gallery, replay the job
+    /// journal and start the worker.
+    pub fn start(config: &Config) -> Result<Self> {
+        let started = Instant::now();
+        let pipeline = Pipeline::load(Bundle::open(&config.model)?)?;
+        let default_output = config.output_kind();
+        let upscaler = if default_output == OutputKind::FourK || config.upscaler.is_dir() {
+            Some(Upscaler::open(&config.upscaler)?)
+        } else {
+            None
+        };
+        let upscaler = match (upscaler, config.threads) {
+            (Some(u), n) if n > 0 => Some(u.with_workers(n)),
+            (u, _) => u,
+        };
+        let gallery = Arc::new(Gallery::open(&config.images_dir, config.gallery_limits())?);
+        let journal = config.state_dir.join("jobs");
+        std::fs::create_dir_all(&journal).map_err(|e| Error::io(&journal, e))?;
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            events,
+            next_id: AtomicU64::new(1),
+            heartbeat: Mutex::new(Instant::now()),
+            max_queue: config.max_queue,
+            journal,
+        });
+        let info = pipeline.info().clone();
+        let upscaler_name = upscaler.as_ref().map(|u| u.manifest().name.clone());
+        let engine = Engine {
+            pipeline,
+            upscaler,
+            gallery: gallery.clone(),
+            default_output,
+        };
+        let recovered = replay_journal(&shared)?;
+        if recovered > 0 {
+            log::warn!("re-queued {recovered} job(s) left unfinished by the last run");
+        }
+        let worker_shared = shared.clone();
+        let worker = std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || worker_loop(&worker_shared, &engine))
+            .map_err(|e| Error::io("inference thread", e))?;
+        log::info!(
+            "studio ready in {} ms (model {}, queue {})",
+            started.elapsed().as_millis(),
+            info.name,
+            config.max_queue
+        );
+        Ok(Studio {
+            shared,
+            gallery,
+            info,
+            upscaler_name,
+            worker: Some(worker),
+        })
+    }
+
+    /// Accept a job, or refuse it at once with a typed error.
+    pub fn submit(&self, mut spec: JobSpec) -> Result<u64> {
+        validate(&spec)?;
+        spec.seed.get_or_insert_with(random_seed);
+        let mut queue = self.lock();
+        let open = queue.jobs.values().filter(|j| !j.status.state.is_final()).count();
+        if open >= self.shared.max_queue {
+            return Err(Error::QueueFull(self.shared.max_queue));
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst);
+        write_journal(&self.shared.journal, id, &spec)?;
+        let status = JobStatus {
+            id,
+            state: JobState::Queued,
+            stage: "",
+            progress: 0.0,
+            step: 0,
+            steps: spec.steps.unwrap_or(self.info.default_steps),
+            image_id: String::new(),
+            output_path: String::new(),
+            error: String::new(),
+        };
+        let _ = self.shared.events.send(Event::Changed(status.clone()));
+        queue.jobs.insert(
+            id,
+            Job {
+                spec,
+                status,
+                cancel: CancelToken::new(),
+            },
+        );
+        queue.waiting.push_back(id);
+        prune_finished(&mut queue);
+        drop(queue);
+        self.shared.wake.notify_all();
+        Ok(id)
+    }
+
+    /// Ask a job to stop; a queued job is cancelled at once, a running one at
+    /// its next step or tile.
+    pub fn cancel(&self, id: u64) -> Result<()> {
+        let mut queue = self.lock();
+        let job = queue.jobs.get_mut(&id).ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        if job.status.state.is_final() {
+            return Ok(());
+        }
+        job.cancel.cancel();
+        if job.status.state == JobState::Queued {
+            job.status.state = JobState::Cancelled;
+            job.status.error = "cancelled before it started".into();
+            let status = job.status.clone();
+            queue.waiting.retain(|&w| w != id);
+            drop(queue);
+            remove_journal(&self.shared.journal, id);
+            let _ = self.shared.events.send(Event::Changed(status));
+            let _ = self.shared.events.send(Event::Finished {
+                id,
+                ok: false,
+                detail: "cancelled".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A job's status.
+    pub fn status(&self, id: u64) -> Option<JobStatus> {
+        self.lock().jobs.get(&id).map(|j| j.status.clone())
+    }
+
+    /// Known job numbers, oldest first.
+    pub fn jobs(&self) -> Vec<u64> {
+        self.lock().jobs.keys().copied().collect()
+    }
+
+    /// Jobs accepted and not finished.
+    pub fn queue_length(&self) -> usize {
+        self.lock().jobs.values().filter(|j| !j.status.state.is_final()).count()
+    }
+
+    /// The queue bound.
+    pub fn max_queue(&self) -> usize {
+        self.shared.max_queue
+    }
+
+    /// Receive events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// The gallery the worker saves into.
+    pub fn gallery(&self) -> &Gallery {
+        &self.gallery
+    }
+
+    /// The loaded text-to-image bundle.
+    pub fn model_info(&self) -> &crate::BundleInfo {
+        &self.info
+    }
+
+    /// The loaded upscaler's name, if any.
+    pub fn upscaler_name(&self) -> Option<&str> {
+        self.upscaler_name.as_deref()
+    }
+
+    /// Time since the worker last showed life (between steps or while idle).
+    pub fn worker_silence(&self) -> Duration {
+        self.shared
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Studio {
+    fn drop(&mut self) {
+        {
+            let mut queue = self.lock();
+            queue.shutting_down = true;
+            for job in queue.jobs.values() {
+                job.cancel.cancel();
+            }
+        }
+        self.shared.wake.notify_all();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Style presets: a name adds prompt text (and a negative prompt when the
+/// request has none). Shared by D-Bus (`style`) and the touch UI.
+pub const STYLES: &[(&str, &str, &str)] = &[
+    ("watercolor", "watercolor painting, soft washes, paper texture", "photo, 3d render"),
+    ("3d-portrait", "3d render portrait, soft studio lighting, octane, subsurface scattering", "flat, sketch"),
+    ("neon-noir", "neon noir, rain-soaked street, cinematic lighting, high contrast", "daylight, pastel"),
+    ("painterly", "oil painting, visible brush strokes, rich colour", "photo, blurry"),
+    ("photo", "photograph, 35mm, natural light, sharp focus", "painting, cartoon, blurry"),
+];
+
+/// Apply a style preset by name.
+pub fn apply_style(spec: &mut JobSpec, name: &str) -> Result<()> {
+    let (_, prompt, negative) = STYLES.iter().find(|(n, _, _)| *n == name).ok_or_else(|| {
+        let known: Vec<_> = STYLES.iter().map(|(n, _, _)| *n).collect();
+        Error::invalid("style", format!("unknown style {name:?} (known: {})", known.join(", ")))
+    })?;
+    spec.prompt = format!("{}, {prompt}", spec.prompt.trim_end_matches([',', ' ']));
+    if spec.negative_prompt.is_empty() {
+        spec.negative_prompt = (*negative).to_string();
+    }
+    Ok(())
+}
+
+/// Check what can be checked without the models (ranges, names).
+pub fn validate(spec: &JobSpec) -> Result<()> {
+    if spec.prompt.trim().is_empty() {
+        return Err(Error::invalid("prompt", "must not be empty"));
+    }
+    if spec.prompt.chars().count() > crate::pipeline::MAX_PROMPT_CHARS {
+        return Err(Error::invalid("prompt", "is too long"));
+    }
+    if spec.negative_prompt.chars().count() > crate::pipeline::MAX_PROMPT_CHARS {
+        return Err(Error::invalid("negative_prompt", "is too long"));
+    }
+    if let Some(steps) = spec.steps.filter(|s| !(1..=crate::pipeline::MAX_STEPS).contains(s)) {
+        return Err(Error::invalid("steps", format!("{steps} is out of range 1..=150")));
+    }
+    if let Some(g) = spec.guidance.filter(|g| !g.is_finite() || !(0.0..=crate::pipeline::MAX_GUIDANCE).contains(g)) {
+        return Err(Error::invalid("guidance", format!("{g} is out of range 0..=30")));
+    }
+    if let Some(name) = &spec.scheduler {
+        SchedulerKind::from_name(name)?;
+    }
+    if let Some(name) = &spec.output {
+        OutputKind::from_name(name)?;
+    }
+    if let Some(name) = &spec.aspect {
+        Aspect::from_name(name)?;
+    }
+    for (key, value) in [("width", spec.width), ("height", spec.height)] {
+        if let Some(v) = value.filter(|v| *v == 0 || v % 8 != 0 || *v > 4096) {
+            return Err(Error::invalid(key, format!("{v} is not a multiple of 8 in 8..=4096")));
+        }
+    }
+    Ok(())
+}
+
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos.rotate_left(17) ^ u64::from(std::process::id())
+}
+
+fn prune_finished(queue: &mut Queue) {
+    let finished: Vec<u64> = queue
+        .jobs
+        .iter()
+        .filter(|(_, j)| j.status.state.is_final())
+        .map(|(&id, _)| id)
+        .collect();
+    if finished.len() > FINISHED_KEPT {
+        for id in &finished[..finished.len() - FINISHED_KEPT] {
+            queue.jobs.remove(id);
+        }
+    }
+}
+
+fn journal_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:010}.json"))
+}
+
+fn write_journal(dir: &Path, id: u64, spec: &JobSpec) -> Result<()> {
+    let path = journal_path(dir, id);
+    let bytes = serde_json::to_vec(spec).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+    crate::store::write_file_atomically(&path, &bytes)
+}
+
+fn remove_journal(dir: &Path, id: u64) {
+    let path = journal_path(dir, id);
+    if let Err(e) = std::fs::remove_file(&path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("cannot remove {}: {e}", path.display());
+        }
+    }
+}
+
+/// Put every journaled job back in the queue, oldest first, keeping its id.
+fn replay_journal(shared: &Shared) -> Result<usize> {
+    let mut entries: Vec<(u64, PathBuf)> = std::fs::read_dir(&shared.journal)
+        .map_err(|e| Error::io(&shared.journal, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_suffix(".json")?.parse().ok()?;
+            Some((id, e.path()))
+        })
+        .collect();
+    entries.sort();
+    let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+    for (id, path) in &entries {
+        let spec: Option<JobSpec> = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let status = JobStatus {
+            id: *id,
+            state: JobState::Queued,
+            stage: "",
+            progress: 0.0,
+            step: 0,
+            steps: 0,
+            image_id: String::new(),
+            output_path: String::new(),
+            error: String::new(),
+        };
+        match spec {
+            Some(spec) => {
+                queue.jobs.insert(
+                    *id,
+                    Job {
+                        spec,
+                        status,
+                        cancel: CancelToken::new(),
+                    },
+                );
+                queue.waiting.push_back(*id);
+            }
+            None => {
+                log::error!("job {id}: journal entry {} is unreadable; reported failed", path.display());
+                queue.jobs.insert(
+                    *id,
+                    Job {
+                        spec: JobSpec::default(),
+                        status: JobStatus {
+                            state: JobState::Failed,
+                            error: "the job's journal entry was unreadable after a restart".into(),
+                            ..status
+                        },
+                        cancel: CancelToken::new(),
+                    },
+                );
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        shared.next_id.fetch_max(id + 1, Ordering::SeqCst);
+    }
+    Ok(entries.len())
+}
+
+fn worker_loop(shared: &Shared, engine: &Engine) {
+    loop {
+        let next = {
+            let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                *shared.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                if queue.shutting_down {
+                    return;
+                }
+                if let Some(id) = queue.waiting.pop_front() {
+                    let Some(job) = queue.jobs.get_mut(&id) else {
+                        continue;
+                    };
+                    job.status.state = JobState::Running;
+                    let _ = shared.events.send(Event::Changed(job.status.clone()));
+                    break (id, job.spec.clone(), job.cancel.clone());
+                }
+                queue = shared
+                    .wake
+                    .wait_timeout(queue, Duration::from_secs(1))
+                    .map(|(q, _)| q)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+        };
+        let (id, spec, cancel) = next;
+        let started = Instant::now();
+        let mut reporter = Reporter {
+            shared,
+            id,
+            last_progress: 0.0,
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(engine, &spec, &mut reporter, &cancel)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::Inference {
+                stage: "worker",
+                reason: format!("internal error: {what}"),
+            })
+        });
+        let (state, detail) = match &outcome {
+            Ok((image_id, path)) => {
+                log::info!("job {id} done in {} ms: {path}", started.elapsed().as_millis());
+                let _ = shared.events.send(Event::ImageSaved {
+                    id: image_id.clone(),
+                    path: path.clone(),
+                });
+                (JobState::Done, path.clone())
+            }
+            Err(Error::Cancelled) => {
+                log::info!("job {id} cancelled");
+                (JobState::Cancelled, "cancelled".to_string())
+            }
+            Err(e) => {
+                log::warn!("job {id} failed: {e}");
+                (JobState::Failed, e.to_string())
+            }
+        };
+        remove_journal(&shared.journal, id);
+        let status = {
+            let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(job) = queue.jobs.get_mut(&id) else {
+                continue;
+            };
+            job.status.state = state;
+            match &outcome {
+                Ok((image_id, path)) => {
+                    job.status.image_id = image_id.clone();
+                    job.status.output_path = path.clone();
+                    job.status.progress = 1.0;
+                }
+                Err(_) => job.status.error = detail.clone(),
+            }
+            job.status.clone()
+        };
+        let _ = shared.events.send(Event::Changed(status));
+        let _ = shared.events.send(Event::Finished {
+            id,
+            ok: state == JobState::Done,
+            detail,
+        });
+    }
+}
+
+/// Run one job start to finish; returns (gallery id, path).
+fn run_job(
+    engine: &Engine,
+    spec: &JobSpec,
+    reporter: &mut Reporter<'_>,
+    cancel: &CancelToken,
+) -> Result<(String, String)> {
+    let output = match &spec.output {
+        Some(name) => OutputKind::from_name(name)?,
+        None => engine.default_output,
+    };
+    let info = engine.pipeline.info();
+    let (width, height) = match (spec.width, spec.height) {
+        (Some(w), Some(h)) => (w, h),
+        (w, h) => {
+            let aspect = spec.aspect.as_deref().map(Aspect::from_name).transpose()?.unwrap_or_default();
+            let (gw, gh) = aspect.generation_size(info);
+            (w.unwrap_or(gw), h.unwrap_or(gh))
+        }
+    };
+    let request = Request {
+        prompt: spec.prompt.clone(),
+        negative_prompt: spec.negative_prompt.clone(),
+        seed: spec.seed.unwrap_or(0),
+        steps: spec.steps,
+        guidance: spec.guidance,
+        scheduler: spec.scheduler.as_deref().map(SchedulerKind::from_name).transpose()?,
+        width: Some(width),
+        height: Some(height),
+        init_latents: None,
+    };
+    let settings = engine.pipeline.resolve(&request)?;
+    let (final_w, final_h) = match output {
+        OutputKind::FourK => Aspect::of(width, height).four_k(),
+        OutputKind::Native => (width, height),
+    };
+    let upscaler = match output {
+        OutputKind::FourK => Some(engine.upscaler.as_ref().ok_or_else(|| {
+            Error::invalid("output", "4k needs an upscaler bundle, and none is loaded")
+        })?),
+        OutputKind::Native => None,
+    };
+    engine.gallery.check_room(final_w, final_h)?;
+    let generated = engine.pipeline.run(
+        &request,
+        &mut SeededNoise::new(request.seed),
+        reporter,
+        cancel,
+    )?;
+    let mut image = generated.image;
+    if let Some(upscaler) = upscaler {
+        reporter.stage(Stage::Upscaling);
+        image = to_exact_size(
+            image,
+            final_w,
+            final_h,
+            upscaler,
+            &mut |done, total| reporter.tile(done, total),
+            cancel,
+        )?;
+    }
+    cancel.check()?;
+    reporter.stage(Stage::Saving);
+    let meta = ImageMeta {
+        prompt: request.prompt.clone(),
+        negative_prompt: request.negative_prompt.clone(),
+        seed: request.seed,
+        steps: settings.steps,
+        scheduler: settings.scheduler.name().into(),
+        guidance: settings.guidance,
+        generated_width: settings.width,
+        generated_height: settings.height,
+        model: info.name.clone(),
+        model_sha256: info.unet_sha256.clone().unwrap_or_else(|| "unverified".into()),
+        upscaler: upscaler.map(|u| u.manifest().name.clone()),
+        upscaler_sha256: upscaler.map(|u| u.sha256().to_string()),
+        output: output.name().into(),
+        software: format!("pocket-studio {}", crate::VERSION),
+    };
+    let entry = engine.gallery.save(&image, &meta)?;
+    let path = engine.gallery.path_of(&entry.id)?;
+    Ok((entry.id, path.display().to_string()))
+}
+
+/// Turns pipeline progress into job status, events and previews.
+struct Reporter<'a> {
+    shared: &'a Shared,
+    id: u64,
+    last_progress: f64,
+}
+
+impl Reporter<'_> {
+    fn update(&mut self, change: impl FnOnce(&mut JobStatus)) {
+        *self.shared.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(job) = queue.jobs.get_mut(&self.id) else {
+            return;
+        };
+        change(&mut job.status);
+        job.status.progress = job.status.progress.max(self.last_progress);
+        self.last_progress = job.status.progress;
+        let _ = self.shared.events.send(Event::Changed(job.status.clone()));
+    }
+
+    fn tile(&mut self, done: usize, total: usize) {
+        let fraction = done as f64 / total.max(1) as f64;
+        self.update(|s| s.progress = 0.9 + 0.09 * fraction);
+    }
+}
+
+impl Progress for Reporter<'_> {
+    fn stage(&mut self, stage: Stage) {
+        let floor = match stage {
+            Stage::Encoding => 0.0,
+            Stage::Denoising => 0.02,
+            Stage::Decoding => 0.8,
+            Stage::Upscaling => 0.9,
+            Stage::Saving => 0.99,
+        };
+        self.update(|s| {
+            s.stage = stage.name();
+            s.progress = floor;
+        });
+    }
+
+    fn step(&mut self, step: usize, steps: usize) {
+        self.update(|s| {
+            s.step = step as u32;
+            s.steps = steps as u32;
+            s.progress = 0.02 + 0.78 * step as f64 / steps.max(1) as f64;
+        });
+    }
+
+    fn latents(&mut self, latents: &[f32], channels: usize, height: usize, width: usize) {
+        if let Some(png) = crate::pipeline::preview::latents_to_png(latents, channels, height, width) {
+            let _ = self.shared.events.send(Event::Preview { id: self.id, png });
+        }
+    }
+}
