@@ -173,10 +173,16 @@ impl Config {
     fn check(&self) -> std::result::Result<(), String> {
         OutputKind::from_name(&self.output).map_err(|e| e.to_string())?;
         if self.max_queue == 0 || self.max_queue > 1024 {
-            return Err(format!("max_queue = {} is out of range 1..=1024", self.max_queue));
+            return Err(format!(
+                "max_queue = {} is out of range 1..=1024",
+                self.max_queue
+            ));
         }
         if ![0, 90, 180, 270].contains(&self.ui.rotation) {
-            return Err(format!("ui.rotation = {} must be 0, 90, 180 or 270", self.ui.rotation));
+            return Err(format!(
+                "ui.rotation = {} must be 0, 90, 180 or 270",
+                self.ui.rotation
+            ));
         }
         Ok(())
     }
@@ -217,6 +223,10 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         assert!(Config::parse("output = \"8k\"").unwrap_err().contains("8k"));
-        assert!(Config::parse("max_queue = 0").unwrap_err().contains("max_queue"));
+        assert!(
+            Config::parse("max_queue = 0")
+                .unwrap_err()
+                .contains("max_queue")
+        );
     }
 }

@@ -413,17 +413,23 @@ pub fn read_png(path: &Path) -> Result<Image> {
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(bad)?;
-    let size = reader.output_buffer_size().ok_or_else(|| {
-        Error::io(path, std::io::Error::other("image too large"))
-    })?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| Error::io(path, std::io::Error::other("image too large")))?;
     let mut buf = vec![0; size];
     let info = reader.next_frame(&mut buf).map_err(bad)?;
     buf.truncate(info.buffer_size());
     let rgb = match info.color_type {
         png::ColorType::Rgb => buf,
-        png::ColorType::Rgba => buf.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        png::ColorType::Rgba => buf
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
         png::ColorType::Grayscale => buf.iter().flat_map(|&g| [g, g, g]).collect(),
-        png::ColorType::GrayscaleAlpha => buf.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        png::ColorType::GrayscaleAlpha => buf
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
         png::ColorType::Indexed => {
             return Err(Error::io(path, std::io::Error::other("unexpanded palette")));
         }

@@ -80,7 +80,10 @@ impl JobState {
 
     /// Whether the job can still change.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -179,7 +182,9 @@ pub struct Studio {
 
 impl std::fmt::Debug for Studio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Studio").field("model", &self.info.name).finish_non_exhaustive()
+        f.debug_struct("Studio")
+            .field("model", &self.info.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -252,7 +257,11 @@ impl Studio {
         validate(&spec)?;
         spec.seed.get_or_insert_with(random_seed);
         let mut queue = self.lock();
-        let open = queue.jobs.values().filter(|j| !j.status.state.is_final()).count();
+        let open = queue
+            .jobs
+            .values()
+            .filter(|j| !j.status.state.is_final())
+            .count();
         if open >= self.shared.max_queue {
             return Err(Error::QueueFull(self.shared.max_queue));
         }
@@ -289,7 +298,10 @@ impl Studio {
     /// its next step or tile.
     pub fn cancel(&self, id: u64) -> Result<()> {
         let mut queue = self.lock();
-        let job = queue.jobs.get_mut(&id).ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        let job = queue
+            .jobs
+            .get_mut(&id)
+            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
         if job.status.state.is_final() {
             return Ok(());
         }
@@ -323,7 +335,11 @@ impl Studio {
 
     /// Jobs accepted and not finished.
     pub fn queue_length(&self) -> usize {
-        self.lock().jobs.values().filter(|j| !j.status.state.is_final()).count()
+        self.lock()
+            .jobs
+            .values()
+            .filter(|j| !j.status.state.is_final())
+            .count()
     }
 
     /// The queue bound.
@@ -384,18 +400,41 @@ impl Drop for Studio {
 /// Style presets: a name adds prompt text (and a negative prompt when the
 /// request has none). Shared by D-Bus (`style`) and the touch UI.
 pub const STYLES: &[(&str, &str, &str)] = &[
-    ("watercolor", "watercolor painting, soft washes, paper texture", "photo, 3d render"),
-    ("3d-portrait", "3d render portrait, soft studio lighting, octane, subsurface scattering", "flat, sketch"),
-    ("neon-noir", "neon noir, rain-soaked street, cinematic lighting, high contrast", "daylight, pastel"),
-    ("painterly", "oil painting, visible brush strokes, rich colour", "photo, blurry"),
-    ("photo", "photograph, 35mm, natural light, sharp focus", "painting, cartoon, blurry"),
+    (
+        "watercolor",
+        "watercolor painting, soft washes, paper texture",
+        "photo, 3d render",
+    ),
+    (
+        "3d-portrait",
+        "3d render portrait, soft studio lighting, octane, subsurface scattering",
+        "flat, sketch",
+    ),
+    (
+        "neon-noir",
+        "neon noir, rain-soaked street, cinematic lighting, high contrast",
+        "daylight, pastel",
+    ),
+    (
+        "painterly",
+        "oil painting, visible brush strokes, rich colour",
+        "photo, blurry",
+    ),
+    (
+        "photo",
+        "photograph, 35mm, natural light, sharp focus",
+        "painting, cartoon, blurry",
+    ),
 ];
 
 /// Apply a style preset by name.
 pub fn apply_style(spec: &mut JobSpec, name: &str) -> Result<()> {
     let (_, prompt, negative) = STYLES.iter().find(|(n, _, _)| *n == name).ok_or_else(|| {
         let known: Vec<_> = STYLES.iter().map(|(n, _, _)| *n).collect();
-        Error::invalid("style", format!("unknown style {name:?} (known: {})", known.join(", ")))
+        Error::invalid(
+            "style",
+            format!("unknown style {name:?} (known: {})", known.join(", ")),
+        )
     })?;
     spec.prompt = format!("{}, {prompt}", spec.prompt.trim_end_matches([',', ' ']));
     if spec.negative_prompt.is_empty() {
@@ -415,11 +454,23 @@ pub fn validate(spec: &JobSpec) -> Result<()> {
     if spec.negative_prompt.chars().count() > crate::pipeline::MAX_PROMPT_CHARS {
         return Err(Error::invalid("negative_prompt", "is too long"));
     }
-    if let Some(steps) = spec.steps.filter(|s| !(1..=crate::pipeline::MAX_STEPS).contains(s)) {
-        return Err(Error::invalid("steps", format!("{steps} is out of range 1..=150")));
+    if let Some(steps) = spec
+        .steps
+        .filter(|s| !(1..=crate::pipeline::MAX_STEPS).contains(s))
+    {
+        return Err(Error::invalid(
+            "steps",
+            format!("{steps} is out of range 1..=150"),
+        ));
     }
-    if let Some(g) = spec.guidance.filter(|g| !g.is_finite() || !(0.0..=crate::pipeline::MAX_GUIDANCE).contains(g)) {
-        return Err(Error::invalid("guidance", format!("{g} is out of range 0..=30")));
+    if let Some(g) = spec
+        .guidance
+        .filter(|g| !g.is_finite() || !(0.0..=crate::pipeline::MAX_GUIDANCE).contains(g))
+    {
+        return Err(Error::invalid(
+            "guidance",
+            format!("{g} is out of range 0..=30"),
+        ));
     }
     if let Some(name) = &spec.scheduler {
         SchedulerKind::from_name(name)?;
@@ -432,7 +483,10 @@ pub fn validate(spec: &JobSpec) -> Result<()> {
     }
     for (key, value) in [("width", spec.width), ("height", spec.height)] {
         if let Some(v) = value.filter(|v| *v == 0 || v % 8 != 0 || *v > 4096) {
-            return Err(Error::invalid(key, format!("{v} is not a multiple of 8 in 8..=4096")));
+            return Err(Error::invalid(
+                key,
+                format!("{v} is not a multiple of 8 in 8..=4096"),
+            ));
         }
     }
     Ok(())
@@ -471,10 +525,10 @@ fn write_journal(dir: &Path, id: u64, spec: &JobSpec) -> Result<()> {
 
 fn remove_journal(dir: &Path, id: u64) {
     let path = journal_path(dir, id);
-    if let Err(e) = std::fs::remove_file(&path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!("cannot remove {}: {e}", path.display());
-        }
+    if let Err(e) = std::fs::remove_file(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        log::warn!("cannot remove {}: {e}", path.display());
     }
 }
 
@@ -519,7 +573,10 @@ fn replay_journal(shared: &Shared) -> Result<usize> {
                 queue.waiting.push_back(*id);
             }
             None => {
-                log::error!("job {id}: journal entry {} is unreadable; reported failed", path.display());
+                log::error!(
+                    "job {id}: journal entry {} is unreadable; reported failed",
+                    path.display()
+                );
                 queue.jobs.insert(
                     *id,
                     Job {
@@ -587,7 +644,10 @@ fn worker_loop(shared: &Shared, engine: &Engine) {
         });
         let (state, detail) = match &outcome {
             Ok((image_id, path)) => {
-                log::info!("job {id} done in {} ms: {path}", started.elapsed().as_millis());
+                log::info!(
+                    "job {id} done in {} ms: {path}",
+                    started.elapsed().as_millis()
+                );
                 let _ = shared.events.send(Event::ImageSaved {
                     id: image_id.clone(),
                     path: path.clone(),
@@ -644,7 +704,12 @@ fn run_job(
     let (width, height) = match (spec.width, spec.height) {
         (Some(w), Some(h)) => (w, h),
         (w, h) => {
-            let aspect = spec.aspect.as_deref().map(Aspect::from_name).transpose()?.unwrap_or_default();
+            let aspect = spec
+                .aspect
+                .as_deref()
+                .map(Aspect::from_name)
+                .transpose()?
+                .unwrap_or_default();
             let (gw, gh) = aspect.generation_size(info);
             (w.unwrap_or(gw), h.unwrap_or(gh))
         }
@@ -655,7 +720,11 @@ fn run_job(
         seed: spec.seed.unwrap_or(0),
         steps: spec.steps,
         guidance: spec.guidance,
-        scheduler: spec.scheduler.as_deref().map(SchedulerKind::from_name).transpose()?,
+        scheduler: spec
+            .scheduler
+            .as_deref()
+            .map(SchedulerKind::from_name)
+            .transpose()?,
         width: Some(width),
         height: Some(height),
         init_latents: None,
@@ -702,7 +771,10 @@ fn run_job(
         generated_width: settings.width,
         generated_height: settings.height,
         model: info.name.clone(),
-        model_sha256: info.unet_sha256.clone().unwrap_or_else(|| "unverified".into()),
+        model_sha256: info
+            .unet_sha256
+            .clone()
+            .unwrap_or_else(|| "unverified".into()),
         upscaler: upscaler.map(|u| u.manifest().name.clone()),
         upscaler_sha256: upscaler.map(|u| u.sha256().to_string()),
         output: output.name().into(),
@@ -722,7 +794,11 @@ struct Reporter<'a> {
 
 impl Reporter<'_> {
     fn update(&mut self, change: impl FnOnce(&mut JobStatus)) {
-        *self.shared.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self
+            .shared
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         let Some(job) = queue.jobs.get_mut(&self.id) else {
             return;
@@ -763,7 +839,9 @@ impl Progress for Reporter<'_> {
     }
 
     fn latents(&mut self, latents: &[f32], channels: usize, height: usize, width: usize) {
-        if let Some(png) = crate::pipeline::preview::latents_to_png(latents, channels, height, width) {
+        if let Some(png) =
+            crate::pipeline::preview::latents_to_png(latents, channels, height, width)
+        {
             let _ = self.shared.events.send(Event::Preview { id: self.id, png });
         }
     }

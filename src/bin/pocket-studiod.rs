@@ -77,10 +77,17 @@ async fn run(args: Args) -> Result<()> {
         .build()
         .await
         .context("cannot connect to the bus or own the name")?;
-    log::info!("serving {BUS_NAME} on {}", connection.unique_name().map_or("?".into(), |n| n.to_string()));
+    log::info!(
+        "serving {BUS_NAME} on {}",
+        connection
+            .unique_name()
+            .map_or("?".into(), |n| n.to_string())
+    );
 
     let mut relay = tokio::spawn(relay_events(connection.clone(), studio.clone(), |length| {
-        let _ = sd_notify::notify(&[NotifyState::Status(&format!("ready; {length} job(s) queued"))]);
+        let _ = sd_notify::notify(&[NotifyState::Status(&format!(
+            "ready; {length} job(s) queued"
+        ))]);
     }));
     let _ = sd_notify::notify(&[
         NotifyState::Ready,

@@ -16,7 +16,12 @@ const LATENT_RGB: [[f32; 3]; 4] = [
 ];
 
 /// A small RGB image of `[channels, height, width]` latents (4 channels).
-pub fn latents_to_image(latents: &[f32], channels: usize, height: usize, width: usize) -> Option<Image> {
+pub fn latents_to_image(
+    latents: &[f32],
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Option<Image> {
     let plane = height * width;
     if channels != 4 || latents.len() < channels * plane || plane == 0 {
         return None;
@@ -24,7 +29,9 @@ pub fn latents_to_image(latents: &[f32], channels: usize, height: usize, width: 
     let mut rgb = vec![0u8; plane * 3];
     for i in 0..plane {
         for (c, out) in rgb[i * 3..i * 3 + 3].iter_mut().enumerate() {
-            let v: f32 = (0..4).map(|k| LATENT_RGB[k][c] * latents[k * plane + i]).sum();
+            let v: f32 = (0..4)
+                .map(|k| LATENT_RGB[k][c] * latents[k * plane + i])
+                .sum();
             *out = ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8;
         }
     }
@@ -36,7 +43,12 @@ pub fn latents_to_image(latents: &[f32], channels: usize, height: usize, width: 
 }
 
 /// The same, encoded as a PNG (a few KiB) for D-Bus `Preview` signals.
-pub fn latents_to_png(latents: &[f32], channels: usize, height: usize, width: usize) -> Option<Vec<u8>> {
+pub fn latents_to_png(
+    latents: &[f32],
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Option<Vec<u8>> {
     let image = latents_to_image(latents, channels, height, width)?;
     let mut bytes = Vec::new();
     let mut encoder = png::Encoder::new(&mut bytes, image.width, image.height);

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use zbus::names::ErrorName;
 use zbus::object_server::{InterfaceRef, SignalEmitter};
-use zbus::{OwnedObjectPath, OwnedVariant, Variant};
 use zbus::{Connection, DBusError, ObjectServer, interface};
+use zbus::{OwnedObjectPath, OwnedVariant, Variant};
 
 use crate::error::Error;
 use crate::studio::{Event, JobSpec, JobStatus, Studio};
@@ -33,14 +33,16 @@ const PROPERTY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The object path of job `id`.
 pub fn job_path(id: u64) -> OwnedObjectPath {
-    OwnedObjectPath::try_from(format!("{JOBS_PATH}/{id}")).unwrap_or_else(|_| {
-        OwnedObjectPath::try_from(JOBS_PATH.to_string()).unwrap_or_default()
-    })
+    OwnedObjectPath::try_from(format!("{JOBS_PATH}/{id}"))
+        .unwrap_or_else(|_| OwnedObjectPath::try_from(JOBS_PATH.to_string()).unwrap_or_default())
 }
 
 /// The job number at the end of a job path.
 pub fn job_id(path: &str) -> Option<u64> {
-    path.strip_prefix(JOBS_PATH)?.strip_prefix('/')?.parse().ok()
+    path.strip_prefix(JOBS_PATH)?
+        .strip_prefix('/')?
+        .parse()
+        .ok()
 }
 
 /// Errors with our own names (DESIGN §2).
@@ -126,8 +128,12 @@ impl From<Error> for CallError {
                 CallError::Standard(zbus::fdo::Error::InvalidArgs(format!("{key}: {reason}")))
             }
             Error::QueueFull(_) => CallError::Studio(StudioError::QueueFull(text)),
-            Error::NoSpace { .. } | Error::QuotaFull(_) => CallError::Studio(StudioError::NoSpace(text)),
-            Error::ModelUnavailable { .. } => CallError::Studio(StudioError::ModelUnavailable(text)),
+            Error::NoSpace { .. } | Error::QuotaFull(_) => {
+                CallError::Studio(StudioError::NoSpace(text))
+            }
+            Error::ModelUnavailable { .. } => {
+                CallError::Studio(StudioError::ModelUnavailable(text))
+            }
             Error::NotFound(_) => CallError::Studio(StudioError::NotFound(text)),
             Error::Cancelled => CallError::Studio(StudioError::Cancelled(text)),
             _ => CallError::Standard(zbus::fdo::Error::Failed(text)),
@@ -144,19 +150,28 @@ pub fn parse_request(request: &HashMap<String, OwnedVariant>) -> Result<JobSpec,
     fn text(key: &str, v: &Variant<'_>) -> Result<String, CallError> {
         match v {
             Variant::Str(s) => Ok(s.to_string()),
-            other => Err(invalid(key, format!("expected a string (s), got {}", other.value_signature()))),
+            other => Err(invalid(
+                key,
+                format!("expected a string (s), got {}", other.value_signature()),
+            )),
         }
     }
     fn uint(key: &str, v: &Variant<'_>) -> Result<u32, CallError> {
         match v {
             Variant::U32(n) => Ok(*n),
-            other => Err(invalid(key, format!("expected u, got {}", other.value_signature()))),
+            other => Err(invalid(
+                key,
+                format!("expected u, got {}", other.value_signature()),
+            )),
         }
     }
     fn double(key: &str, v: &Variant<'_>) -> Result<f64, CallError> {
         match v {
             Variant::F64(n) => Ok(*n),
-            other => Err(invalid(key, format!("expected d, got {}", other.value_signature()))),
+            other => Err(invalid(
+                key,
+                format!("expected d, got {}", other.value_signature()),
+            )),
         }
     }
     let mut spec = JobSpec::default();
@@ -172,7 +187,12 @@ pub fn parse_request(request: &HashMap<String, OwnedVariant>) -> Result<JobSpec,
             "negative_prompt" => spec.negative_prompt = text(key, v)?,
             "seed" => match v {
                 Variant::U64(n) => spec.seed = Some(*n),
-                other => return Err(invalid(key, format!("expected t, got {}", other.value_signature()))),
+                other => {
+                    return Err(invalid(
+                        key,
+                        format!("expected t, got {}", other.value_signature()),
+                    ));
+                }
             },
             "steps" => spec.steps = Some(uint(key, v)?),
             "guidance" => spec.guidance = Some(double(key, v)? as f32),
@@ -183,7 +203,10 @@ pub fn parse_request(request: &HashMap<String, OwnedVariant>) -> Result<JobSpec,
             "aspect" => spec.aspect = Some(text(key, v)?),
             "style" => style = Some(text(key, v)?),
             "init_image" | "source" | "strength" => {
-                return Err(invalid(key, "image-to-image is not supported by this build yet"));
+                return Err(invalid(
+                    key,
+                    "image-to-image is not supported by this build yet",
+                ));
             }
             other => return Err(invalid(other, "unknown key")),
         }
@@ -247,7 +270,9 @@ impl Manager {
         let path = job_path(id);
         let status = self.studio.status(id);
         if let Some(status) = status {
-            server.at(&path, JobObject::new(self.studio.clone(), status)).await?;
+            server
+                .at(&path, JobObject::new(self.studio.clone(), status))
+                .await?;
         }
         Ok(path)
     }
@@ -264,7 +289,11 @@ impl Manager {
             .list(offset as usize, limit as usize)
             .iter()
             .map(|e| {
-                let path = gallery.dir().join(format!("{}.png", e.id)).display().to_string();
+                let path = gallery
+                    .dir()
+                    .join(format!("{}.png", e.id))
+                    .display()
+                    .to_string();
                 entry_dict(e, path)
             })
             .collect()
@@ -303,8 +332,16 @@ impl Manager {
         put(&mut model, "available", Variant::from(true));
         put(&mut model, "verified", Variant::from(info.verified));
         put(&mut model, "native_width", Variant::from(info.native_width));
-        put(&mut model, "native_height", Variant::from(info.native_height));
-        put(&mut model, "sha256", Variant::from(info.unet_sha256.clone().unwrap_or_default()));
+        put(
+            &mut model,
+            "native_height",
+            Variant::from(info.native_height),
+        );
+        put(
+            &mut model,
+            "sha256",
+            Variant::from(info.unet_sha256.clone().unwrap_or_default()),
+        );
         let mut models = vec![model];
         if let Some(name) = self.studio.upscaler_name() {
             let mut up = HashMap::new();
@@ -421,12 +458,18 @@ impl JobObject {
 /// Serve `studio` on `connection`: the manager must already be served at
 /// [`OBJECT_PATH`]. Registers objects for jobs the Studio already has
 /// (replayed from its journal), then relays events until the Studio stops.
-pub async fn relay_events(connection: Connection, studio: Arc<Studio>, on_queue_change: impl Fn(usize) + Send + 'static) -> zbus::Result<()> {
+pub async fn relay_events(
+    connection: Connection,
+    studio: Arc<Studio>,
+    on_queue_change: impl Fn(usize) + Send + 'static,
+) -> zbus::Result<()> {
     let mut events = studio.subscribe();
     let server = connection.object_server();
     for id in studio.jobs() {
         if let Some(status) = studio.status(id) {
-            server.at(&job_path(id), JobObject::new(studio.clone(), status)).await?;
+            server
+                .at(&job_path(id), JobObject::new(studio.clone(), status))
+                .await?;
         }
     }
     let manager: InterfaceRef<Manager> = server.interface(OBJECT_PATH).await?;
@@ -456,12 +499,10 @@ pub async fn relay_events(connection: Connection, studio: Arc<Studio>, on_queue_
                         let id = status.id;
                         pending.insert(id, status);
                         let due = last_emit.get(&id).is_none_or(|t| t.elapsed() >= PROPERTY_INTERVAL);
-                        if due {
-                            if let Some(status) = pending.remove(&id) {
-                                publish(&server, &studio, status).await;
+                        if due && let Some(status) = pending.remove(&id) {
+                                publish(server, &studio, status).await;
                                 last_emit.insert(id, Instant::now());
                             }
-                        }
                     }
                     Event::Preview { id, png } => {
                         if let Ok(job) = server.interface::<_, JobObject>(job_path(id)).await {
@@ -471,7 +512,7 @@ pub async fn relay_events(connection: Connection, studio: Arc<Studio>, on_queue_
                     Event::Finished { id, ok, detail } => {
                         let status = pending.remove(&id).or_else(|| studio.status(id));
                         if let Some(status) = status {
-                            publish(&server, &studio, status).await;
+                            publish(server, &studio, status).await;
                         }
                         if let Ok(job) = server.interface::<_, JobObject>(job_path(id)).await {
                             let _ = JobObject::finished(job.signal_emitter(), ok, &detail).await;
@@ -484,7 +525,7 @@ pub async fn relay_events(connection: Connection, studio: Arc<Studio>, on_queue_
             }
             _ = ticker.tick() => {
                 for (id, status) in pending.drain() {
-                    publish(&server, &studio, status).await;
+                    publish(server, &studio, status).await;
                     last_emit.insert(id, Instant::now());
                 }
                 let known = studio.jobs();
@@ -494,7 +535,11 @@ pub async fn relay_events(connection: Connection, studio: Arc<Studio>, on_queue_
         let length = studio.queue_length();
         if length != queue_length {
             queue_length = length;
-            let _ = manager.get().await.queue_length_changed(manager.signal_emitter()).await;
+            let _ = manager
+                .get()
+                .await
+                .queue_length_changed(manager.signal_emitter())
+                .await;
             on_queue_change(length);
         }
     }

@@ -78,7 +78,10 @@ pub async fn generate(bus: &str, submit: Submit) -> Result<()> {
         .map(|(k, v)| Ok((k.to_string(), OwnedVariant::try_from(v)?)))
         .collect::<Result<_, zbus::Error>>()?;
     let path = manager.generate(request).await.map_err(explain)?;
-    let job = JobObjectProxy::builder(&connection).path(path.clone()).build().await?;
+    let job = JobObjectProxy::builder(&connection)
+        .path(path.clone())
+        .build()
+        .await?;
     let mut finished = job.receive_finished().await?;
     let mut progress = job.receive_progress_changed().await;
     let bar = if std::io::stderr().is_terminal() {
@@ -147,7 +150,10 @@ pub async fn jobs(bus: &str) -> Result<()> {
     let connection = connect(bus).await?;
     let manager = ManagerProxy::new(&connection).await?;
     for path in manager.list_jobs().await.map_err(explain)? {
-        let job = JobObjectProxy::builder(&connection).path(path.clone()).build().await?;
+        let job = JobObjectProxy::builder(&connection)
+            .path(path.clone())
+            .build()
+            .await?;
         println!(
             "{:>6}  {:<9} {:<10} {:>5.1}%  {}",
             job_id(path.as_str()).unwrap_or(0),
@@ -162,7 +168,10 @@ pub async fn jobs(bus: &str) -> Result<()> {
 
 pub async fn cancel(bus: &str, id: u64) -> Result<()> {
     let connection = connect(bus).await?;
-    let job = JobObjectProxy::builder(&connection).path(job_path(id)).build().await?;
+    let job = JobObjectProxy::builder(&connection)
+        .path(job_path(id))
+        .build()
+        .await?;
     job.cancel().await.map_err(explain)?;
     Ok(())
 }
@@ -171,8 +180,20 @@ pub async fn images(bus: &str, offset: u32, limit: u32) -> Result<()> {
     let connection = connect(bus).await?;
     let manager = ManagerProxy::new(&connection).await?;
     for image in manager.list_images(offset, limit).await.map_err(explain)? {
-        let get = |k: &str| image.get(k).map(|v| format!("{}", &**v)).unwrap_or_default();
-        println!("{}  {}x{}  seed {}  {}", get("id"), get("width"), get("height"), get("seed"), get("prompt"));
+        let get = |k: &str| {
+            image
+                .get(k)
+                .map(|v| format!("{}", &**v))
+                .unwrap_or_default()
+        };
+        println!(
+            "{}  {}x{}  seed {}  {}",
+            get("id"),
+            get("width"),
+            get("height"),
+            get("seed"),
+            get("prompt")
+        );
     }
     Ok(())
 }
@@ -180,12 +201,29 @@ pub async fn images(bus: &str, offset: u32, limit: u32) -> Result<()> {
 pub async fn status(bus: &str) -> Result<()> {
     let connection = connect(bus).await?;
     let manager = ManagerProxy::new(&connection).await?;
-    println!("version       {}", manager.version().await.map_err(explain)?);
-    println!("queue         {}/{}", manager.queue_length().await?, manager.max_queue().await?);
+    println!(
+        "version       {}",
+        manager.version().await.map_err(explain)?
+    );
+    println!(
+        "queue         {}/{}",
+        manager.queue_length().await?,
+        manager.max_queue().await?
+    );
     println!("storage free  {} MiB", manager.storage_free().await? >> 20);
     for model in manager.models().await? {
-        let get = |k: &str| model.get(k).map(|v| format!("{}", &**v)).unwrap_or_default();
-        println!("model         {} ({}, available {})", get("name"), get("kind"), get("available"));
+        let get = |k: &str| {
+            model
+                .get(k)
+                .map(|v| format!("{}", &**v))
+                .unwrap_or_default()
+        };
+        println!(
+            "model         {} ({}, available {})",
+            get("name"),
+            get("kind"),
+            get("available")
+        );
     }
     Ok(())
 }

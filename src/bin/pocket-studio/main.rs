@@ -150,7 +150,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let bus = cli.bus.clone().unwrap_or_else(|| "system".into());
     let result = match cli.command {
-        Command::Generate(args) if cli.bus.is_some() => on_bus(client::generate(&bus, submit(*args))),
+        Command::Generate(args) if cli.bus.is_some() => {
+            on_bus(client::generate(&bus, submit(*args)))
+        }
         Command::Generate(args) => generate(*args),
         Command::Tokenize { prompt, model } => tokenize(&prompt, &model),
         Command::Bench(args) => bench(args),
@@ -427,7 +429,10 @@ fn bench_upscaler(dir: &Path, with_ort: bool) -> Result<()> {
     let output = upscaler.upscale(&input, &mut |_, _| {}, &CancelToken::new())?;
     let ours = tick.elapsed().as_secs_f64();
     let peak = peak_rss_bytes().unwrap_or(0);
-    anyhow::ensure!((output.width, output.height) == target, "unexpected output size");
+    anyhow::ensure!(
+        (output.width, output.height) == target,
+        "unexpected output size"
+    );
     let output_bytes = output.rgb.len() as u64;
 
     let tick = Instant::now();
@@ -451,8 +456,18 @@ fn bench_upscaler(dir: &Path, with_ort: bool) -> Result<()> {
             .arg(script)
             .arg(dir.join("model.onnx"))
             .arg(&input_path)
-            .args(["--tile", &tile.to_string(), "--overlap", &overlap.to_string()])
-            .args(["--scale", &scale.to_string(), "--threads", &threads.to_string()])
+            .args([
+                "--tile",
+                &tile.to_string(),
+                "--overlap",
+                &overlap.to_string(),
+            ])
+            .args([
+                "--scale",
+                &scale.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
             .output()
             .context("cannot start python3")?;
         if run.status.success() {
@@ -466,7 +481,10 @@ fn bench_upscaler(dir: &Path, with_ort: bool) -> Result<()> {
         } else {
             println!(
                 "  onnxruntime    unavailable: {}",
-                String::from_utf8_lossy(&run.stderr).lines().last().unwrap_or("failed")
+                String::from_utf8_lossy(&run.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
             );
         }
     }
@@ -479,7 +497,10 @@ fn bench_upscaler(dir: &Path, with_ort: bool) -> Result<()> {
         output_bytes as f64 / MIB,
         (model_bytes + output_bytes) as f64 / MIB + 150.0
     );
-    println!("  4K PNG encode  {encode:>8.2} s  ({:.1} MiB written)", png_bytes as f64 / MIB);
+    println!(
+        "  4K PNG encode  {encode:>8.2} s  ({:.1} MiB written)",
+        png_bytes as f64 / MIB
+    );
     Ok(())
 }
 
