@@ -253,6 +253,12 @@ impl Gallery {
         &self.dir
     }
 
+    /// Whether the folder holds an image with this id (even one the index
+    /// has not caught up with).
+    pub fn contains(&self, id: &str) -> bool {
+        self.dir.join(format!("{id}.png")).is_file()
+    }
+
     /// Path of an image by id.
     pub fn path_of(&self, id: &str) -> Result<PathBuf> {
         let entries = self.lock();
@@ -320,9 +326,16 @@ impl Gallery {
 
     /// Save an image with its metadata; returns its entry.
     pub fn save(&self, image: &Image, meta: &ImageMeta) -> Result<Entry> {
+        let id = self.new_id(meta, image);
+        self.save_as(&id, image, meta)
+    }
+
+    /// Save under an id chosen beforehand with [`Gallery::new_id`], so a
+    /// caller can record where an image is going before it lands.
+    pub fn save_as(&self, id: &str, image: &Image, meta: &ImageMeta) -> Result<Entry> {
         self.check_room(image.width, image.height)?;
         let text = meta.text_chunks(image.width, image.height);
-        let id = self.new_id(meta, image);
+        let id = id.to_string();
         let path = self.dir.join(format!("{id}.png"));
         write_png(&path, image, &text)?;
         let entry = read_entry(&id, &path)?;
@@ -345,7 +358,8 @@ impl Gallery {
         self.write_index()
     }
 
-    fn new_id(&self, meta: &ImageMeta, image: &Image) -> String {
+    /// A fresh, unused id for an image: time, seed and a parameter hash.
+    pub fn new_id(&self, meta: &ImageMeta, image: &Image) -> String {
         use sha2::{Digest, Sha256};
         let stamp = std::time::SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -48,6 +48,11 @@ pub struct JobSpec {
     pub output: Option<String>,
     /// `square`, `landscape` or `portrait` when no size is given.
     pub aspect: Option<String>,
+    /// Set by the worker just before saving: the gallery id the image is
+    /// written under. A restart that finds this image in the gallery counts
+    /// the job done instead of running it twice.
+    #[serde(default)]
+    pub saving_as: Option<String>,
 }
 
 /// Where a job is in its life.
@@ -158,7 +163,9 @@ struct Shared {
     wake: Condvar,
     events: broadcast::Sender<Event>,
     next_id: AtomicU64,
-    heartbeat: Mutex<Instant>,
+    /// Last sign of life from the worker, and whether it is busy on a job
+    /// (an idle worker waiting for work is alive by definition).
+    heartbeat: Mutex<(Instant, bool)>,
     max_queue: usize,
     journal: PathBuf,
 }
@@ -216,7 +223,7 @@ impl Studio {
             wake: Condvar::new(),
             events,
             next_id: AtomicU64::new(1),
-            heartbeat: Mutex::new(Instant::now()),
+            heartbeat: Mutex::new((Instant::now(), false)),
             max_queue: config.max_queue,
             journal,
         });
@@ -228,7 +235,7 @@ impl Studio {
             gallery: gallery.clone(),
             default_output,
         };
-        let recovered = replay_journal(&shared)?;
+        let recovered = replay_journal(&shared, &gallery)?;
         if recovered > 0 {
             log::warn!("re-queued {recovered} job(s) left unfinished by the last run");
         }
@@ -367,13 +374,18 @@ impl Studio {
         self.upscaler_name.as_deref()
     }
 
-    /// Time since the worker last showed life (between steps or while idle).
+    /// How long the worker has been silent: time since its last step or
+    /// tile while busy, zero while idle, forever once its thread is gone.
     pub fn worker_silence(&self) -> Duration {
-        self.shared
+        if self.worker.as_ref().is_none_or(|w| w.is_finished()) {
+            return Duration::MAX;
+        }
+        let (last, busy) = *self
+            .shared
             .heartbeat
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
+            .unwrap_or_else(|p| p.into_inner());
+        if busy { last.elapsed() } else { Duration::ZERO }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -533,7 +545,7 @@ fn remove_journal(dir: &Path, id: u64) {
 }
 
 /// Put every journaled job back in the queue, oldest first, keeping its id.
-fn replay_journal(shared: &Shared) -> Result<usize> {
+fn replay_journal(shared: &Shared, gallery: &Gallery) -> Result<usize> {
     let mut entries: Vec<(u64, PathBuf)> = std::fs::read_dir(&shared.journal)
         .map_err(|e| Error::io(&shared.journal, e))?
         .filter_map(|e| e.ok())
@@ -561,6 +573,34 @@ fn replay_journal(shared: &Shared) -> Result<usize> {
             error: String::new(),
         };
         match spec {
+            Some(spec)
+                if spec
+                    .saving_as
+                    .as_deref()
+                    .is_some_and(|image| gallery.contains(image)) =>
+            {
+                log::info!("job {id} had saved its image before the restart");
+                let image = spec.saving_as.clone().unwrap_or_default();
+                queue.jobs.insert(
+                    *id,
+                    Job {
+                        status: JobStatus {
+                            state: JobState::Done,
+                            progress: 1.0,
+                            output_path: gallery
+                                .dir()
+                                .join(format!("{image}.png"))
+                                .display()
+                                .to_string(),
+                            image_id: image,
+                            ..status
+                        },
+                        spec,
+                        cancel: CancelToken::new(),
+                    },
+                );
+                let _ = std::fs::remove_file(path);
+            }
             Some(spec) => {
                 queue.jobs.insert(
                     *id,
@@ -602,7 +642,8 @@ fn worker_loop(shared: &Shared, engine: &Engine) {
         let next = {
             let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             loop {
-                *shared.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                *shared.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) =
+                    (Instant::now(), false);
                 if queue.shutting_down {
                     return;
                 }
@@ -611,6 +652,8 @@ fn worker_loop(shared: &Shared, engine: &Engine) {
                         continue;
                     };
                     job.status.state = JobState::Running;
+                    *shared.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) =
+                        (Instant::now(), true);
                     let _ = shared.events.send(Event::Changed(job.status.clone()));
                     break (id, job.spec.clone(), job.cancel.clone());
                 }
@@ -780,7 +823,9 @@ fn run_job(
         output: output.name().into(),
         software: format!("pocket-studio {}", crate::VERSION),
     };
-    let entry = engine.gallery.save(&image, &meta)?;
+    let id = engine.gallery.new_id(&meta, &image);
+    reporter.journal_saving_as(spec, &id)?;
+    let entry = engine.gallery.save_as(&id, &image, &meta)?;
     let path = engine.gallery.path_of(&entry.id)?;
     Ok((entry.id, path.display().to_string()))
 }
@@ -793,12 +838,19 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
+    /// Record in the journal which gallery id this job is about to write.
+    fn journal_saving_as(&self, spec: &JobSpec, image_id: &str) -> Result<()> {
+        let mut spec = spec.clone();
+        spec.saving_as = Some(image_id.to_string());
+        write_journal(&self.shared.journal, self.id, &spec)
+    }
+
     fn update(&mut self, change: impl FnOnce(&mut JobStatus)) {
         *self
             .shared
             .heartbeat
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            .unwrap_or_else(|p| p.into_inner()) = (Instant::now(), true);
         let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         let Some(job) = queue.jobs.get_mut(&self.id) else {
             return;

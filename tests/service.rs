@@ -802,3 +802,56 @@ fn the_units_verify_and_score_at_most_2_5() {
         .unwrap_or_else(|| panic!("cannot read the score in {line:?}"));
     assert!(score <= 2.5, "exposure {score} > 2.5");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_comes_after_the_name_and_the_watchdog_is_fed() {
+    let bus = Bus::start(&[]);
+    let mut service = Service::start(&bus, "").await;
+    service.kill();
+    let dir = open_tempdir();
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pocket-studiod"))
+        .arg("--config")
+        .arg(&service.config)
+        .args(["--bus", &bus.address])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pocket-studiod");
+    let connection = bus.connect().await;
+    let dbus = zbus::fdo::DBusProxy::new(&connection)
+        .await
+        .expect("bus proxy");
+    let mut buf = [0u8; 4096];
+    let mut ready = false;
+    let mut watchdog = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while watchdog < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "ready {ready}, {watchdog} watchdog pings"
+        );
+        let n = socket.recv(&mut buf).expect("a notification");
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if text.lines().any(|l| l == "READY=1") {
+            let owned = dbus
+                .name_has_owner(BUS_NAME.try_into().expect("name"))
+                .await
+                .expect("NameHasOwner");
+            assert!(owned, "READY=1 before the bus name was owned");
+            assert!(text.contains("STATUS="), "{text}");
+            ready = true;
+        }
+        if text.lines().any(|l| l == "WATCHDOG=1") {
+            assert!(ready, "watchdog fed before READY");
+            watchdog += 1;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
