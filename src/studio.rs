@@ -637,7 +637,16 @@ fn replay_journal(shared: &Shared, gallery: &Gallery) -> Result<usize> {
     Ok(entries.len())
 }
 
+/// Niceness of the inference thread: long compute yields to the event loop
+/// (D-Bus, UI) so calls stay answered in milliseconds on a busy board.
+const WORKER_NICE: i32 = 10;
+
 fn worker_loop(shared: &Shared, engine: &Engine) {
+    // On Linux a thread id names just this thread for setpriority.
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), WORKER_NICE) {
+        log::warn!("cannot lower the inference thread's priority: {e}");
+    }
     loop {
         let next = {
             let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());

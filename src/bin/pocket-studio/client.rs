@@ -232,3 +232,76 @@ pub async fn status(bus: &str) -> Result<()> {
 fn explain(e: impl Into<CallError>) -> anyhow::Error {
     anyhow::anyhow!("{}", e.into())
 }
+
+/// Generate round-trip latency while the worker is busy, and the service's
+/// resident memory: the figures of the service benchmark.
+pub async fn service_bench(bus: &str, probes: usize, model_bytes: u64) -> Result<()> {
+    let connection = connect(bus).await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    let dbus = zbus::fdo::DBusProxy::new(&connection).await?;
+    let pid = dbus
+        .get_connection_unix_process_id(pocket_studio::service::dbus::BUS_NAME.try_into()?)
+        .await?;
+    let rss = || -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    let idle_rss = rss().unwrap_or(0);
+    let owned = |pairs: Vec<(&str, Variant<'static>)>| -> Result<HashMap<String, OwnedVariant>> {
+        pairs
+            .into_iter()
+            .map(|(k, v)| Ok((k.to_string(), OwnedVariant::try_from(v)?)))
+            .collect()
+    };
+    let busy = manager
+        .generate(owned(vec![
+            ("prompt", Variant::from("keep the worker busy")),
+            ("steps", Variant::from(150u32)),
+        ])?)
+        .await
+        .map_err(explain)?;
+    let busy_job = JobObjectProxy::builder(&connection)
+        .path(busy.clone())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    while busy_job.state().await? == "queued" {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut samples = Vec::with_capacity(probes);
+    for n in 0..probes {
+        let request = owned(vec![
+            ("prompt", Variant::from(format!("probe {n}"))),
+            ("steps", Variant::from(1u32)),
+        ])?;
+        let tick = std::time::Instant::now();
+        let path = manager.generate(request).await.map_err(explain)?;
+        samples.push(tick.elapsed());
+        JobObjectProxy::builder(&connection)
+            .path(path)
+            .build()
+            .await?
+            .cancel()
+            .await
+            .map_err(explain)?;
+    }
+    busy_job.cancel().await.map_err(explain)?;
+    samples.sort();
+    let at =
+        |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    println!(
+        "Generate round trip while the worker is busy ({probes} calls): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "service idle RSS {:.0} MiB; model files {:.0} MiB; beyond the models {:.0} MiB",
+        mib(idle_rss),
+        mib(model_bytes),
+        mib(idle_rss.saturating_sub(model_bytes))
+    );
+    Ok(())
+}

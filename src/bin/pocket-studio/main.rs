@@ -141,6 +141,10 @@ struct BenchArgs {
     /// Skip the onnxruntime comparison.
     #[arg(long)]
     no_ort: bool,
+    /// With --bus: time this many Generate calls while the service's worker
+    /// is busy, and read its idle RSS (minus the --model files' size).
+    #[arg(long)]
+    service: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +159,11 @@ fn main() -> ExitCode {
         }
         Command::Generate(args) => generate(*args),
         Command::Tokenize { prompt, model } => tokenize(&prompt, &model),
+        Command::Bench(args) if args.service.is_some() => {
+            let probes = args.service.unwrap_or(200).max(1);
+            let model_bytes: u64 = args.models.iter().map(|m| folder_bytes(m)).sum();
+            on_bus(client::service_bench(&bus, probes, model_bytes))
+        }
         Command::Bench(args) => bench(args),
         Command::Jobs => on_bus(client::jobs(&bus)),
         Command::Cancel { id } => on_bus(client::cancel(&bus, id)),
@@ -172,6 +181,21 @@ fn main() -> ExitCode {
             ExitCode::from(if invalid { 2 } else { 1 })
         }
     }
+}
+
+/// Total size of the files below a folder.
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => folder_bytes(&e.path()),
+                    _ => e.metadata().map_or(0, |m| m.len()),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Run a client call on a small runtime.
