@@ -141,6 +141,9 @@ struct BenchArgs {
     /// Skip the onnxruntime comparison.
     #[arg(long)]
     no_ort: bool,
+    /// Tile side (input pixels) for --upscaler runs, instead of the bundle's.
+    #[arg(long)]
+    tile: Option<u32>,
     /// With --bus: time this many Generate calls while the service's worker
     /// is busy, and read its idle RSS (minus the --model files' size).
     #[arg(long)]
@@ -413,7 +416,7 @@ fn bench(mut args: BenchArgs) -> Result<()> {
         bench_bundle(model, args.runs.max(1), !args.no_ort)?;
     }
     for upscaler in &args.upscalers {
-        bench_upscaler(upscaler, !args.no_ort)?;
+        bench_upscaler(upscaler, args.tile, !args.no_ort)?;
     }
     Ok(())
 }
@@ -431,7 +434,7 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn bench_upscaler(dir: &Path, with_ort: bool) -> Result<()> {
+fn bench_upscaler(dir: &Path, tile: Option<u32>, with_ort: bool) -> Result<()> {
     const MIB: f64 = 1024.0 * 1024.0;
     let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upscale/input.png");
     let source = pocket_studio::store::read_png(&photo)?;
@@ -442,7 +445,11 @@ fn bench_upscaler(dir: &Path, with_ort: bool) -> Result<()> {
 
     reset_peak_rss();
     let baseline = peak_rss_bytes().unwrap_or(0);
-    let upscaler = Upscaler::open(dir)?;
+    let mut upscaler = Upscaler::open(dir)?;
+    if let Some(tile) = tile {
+        let overlap = upscaler.tiling().1;
+        upscaler = upscaler.with_tiling(tile, overlap);
+    }
     let model_bytes = std::fs::metadata(dir.join("model.onnx"))?.len();
     let scale = upscaler.scale();
     let target = (960 * scale, 540 * scale);
