@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod pipeline;
+pub mod produce;
 pub mod service;
 pub mod store;
 pub mod studio;

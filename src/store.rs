@@ -236,12 +236,16 @@ impl Gallery {
                     })
                     .collect();
                 sort_newest_first(&mut entries);
+                let had_index = index_path.exists();
                 let gallery = Gallery {
                     dir,
                     limits,
                     entries: Mutex::new(entries),
                 };
-                gallery.write_index()?;
+                // An empty new folder stays empty until the first image.
+                if had_index || !pngs.is_empty() {
+                    gallery.write_index()?;
+                }
                 gallery
             }
         };

@@ -18,11 +18,12 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::pipeline::output::{Aspect, OutputKind, to_exact_size};
+use crate::pipeline::output::{Aspect, OutputKind};
 use crate::pipeline::upscale::Upscaler;
-use crate::pipeline::{CancelToken, Pipeline, Progress, Request, Stage};
-use crate::store::{Gallery, ImageMeta};
-use crate::{Bundle, SchedulerKind, SeededNoise};
+use crate::pipeline::{CancelToken, Pipeline, Progress, Stage};
+use crate::produce::Producer;
+use crate::store::Gallery;
+use crate::{Bundle, SchedulerKind};
 
 /// What a front-end asks for; plain data so it can be journaled.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -170,14 +171,6 @@ struct Shared {
     journal: PathBuf,
 }
 
-/// Models, gallery and the output settings the worker uses.
-struct Engine {
-    pipeline: Pipeline,
-    upscaler: Option<Upscaler>,
-    gallery: Arc<Gallery>,
-    default_output: OutputKind,
-}
-
 /// The running core. Dropping it stops the worker after the current job.
 pub struct Studio {
     shared: Arc<Shared>,
@@ -229,7 +222,7 @@ impl Studio {
         });
         let info = pipeline.info().clone();
         let upscaler_name = upscaler.as_ref().map(|u| u.manifest().name.clone());
-        let engine = Engine {
+        let producer = Producer {
             pipeline,
             upscaler,
             gallery: gallery.clone(),
@@ -242,7 +235,7 @@ impl Studio {
         let worker_shared = shared.clone();
         let worker = std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || worker_loop(&worker_shared, &engine))
+            .spawn(move || worker_loop(&worker_shared, &producer))
             .map_err(|e| Error::io("inference thread", e))?;
         log::info!(
             "studio ready in {} ms (model {}, queue {})",
@@ -641,7 +634,7 @@ fn replay_journal(shared: &Shared, gallery: &Gallery) -> Result<usize> {
 /// (D-Bus, UI) so calls stay answered in milliseconds on a busy board.
 const WORKER_NICE: i32 = 10;
 
-fn worker_loop(shared: &Shared, engine: &Engine) {
+fn worker_loop(shared: &Shared, producer: &Producer) {
     // On Linux a thread id names just this thread for setpriority.
     let tid = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(tid), WORKER_NICE) {
@@ -681,7 +674,13 @@ fn worker_loop(shared: &Shared, engine: &Engine) {
             last_progress: 0.0,
         };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_job(engine, &spec, &mut reporter, &cancel)
+            producer
+                .produce(&spec, None, &mut reporter, &cancel, &mut |image_id| {
+                    let mut journaled = spec.clone();
+                    journaled.saving_as = Some(image_id.to_string());
+                    write_journal(&shared.journal, id, &journaled)
+                })
+                .map(|made| (made.entry.id, made.path.display().to_string()))
         }))
         .unwrap_or_else(|panic| {
             let what = panic
@@ -741,104 +740,6 @@ fn worker_loop(shared: &Shared, engine: &Engine) {
     }
 }
 
-/// Run one job start to finish; returns (gallery id, path).
-fn run_job(
-    engine: &Engine,
-    spec: &JobSpec,
-    reporter: &mut Reporter<'_>,
-    cancel: &CancelToken,
-) -> Result<(String, String)> {
-    let output = match &spec.output {
-        Some(name) => OutputKind::from_name(name)?,
-        None => engine.default_output,
-    };
-    let info = engine.pipeline.info();
-    let (width, height) = match (spec.width, spec.height) {
-        (Some(w), Some(h)) => (w, h),
-        (w, h) => {
-            let aspect = spec
-                .aspect
-                .as_deref()
-                .map(Aspect::from_name)
-                .transpose()?
-                .unwrap_or_default();
-            let (gw, gh) = aspect.generation_size(info);
-            (w.unwrap_or(gw), h.unwrap_or(gh))
-        }
-    };
-    let request = Request {
-        prompt: spec.prompt.clone(),
-        negative_prompt: spec.negative_prompt.clone(),
-        seed: spec.seed.unwrap_or(0),
-        steps: spec.steps,
-        guidance: spec.guidance,
-        scheduler: spec
-            .scheduler
-            .as_deref()
-            .map(SchedulerKind::from_name)
-            .transpose()?,
-        width: Some(width),
-        height: Some(height),
-        init_latents: None,
-    };
-    let settings = engine.pipeline.resolve(&request)?;
-    let (final_w, final_h) = match output {
-        OutputKind::FourK => Aspect::of(width, height).four_k(),
-        OutputKind::Native => (width, height),
-    };
-    let upscaler = match output {
-        OutputKind::FourK => Some(engine.upscaler.as_ref().ok_or_else(|| {
-            Error::invalid("output", "4k needs an upscaler bundle, and none is loaded")
-        })?),
-        OutputKind::Native => None,
-    };
-    engine.gallery.check_room(final_w, final_h)?;
-    let generated = engine.pipeline.run(
-        &request,
-        &mut SeededNoise::new(request.seed),
-        reporter,
-        cancel,
-    )?;
-    let mut image = generated.image;
-    if let Some(upscaler) = upscaler {
-        reporter.stage(Stage::Upscaling);
-        image = to_exact_size(
-            image,
-            final_w,
-            final_h,
-            upscaler,
-            &mut |done, total| reporter.tile(done, total),
-            cancel,
-        )?;
-    }
-    cancel.check()?;
-    reporter.stage(Stage::Saving);
-    let meta = ImageMeta {
-        prompt: request.prompt.clone(),
-        negative_prompt: request.negative_prompt.clone(),
-        seed: request.seed,
-        steps: settings.steps,
-        scheduler: settings.scheduler.name().into(),
-        guidance: settings.guidance,
-        generated_width: settings.width,
-        generated_height: settings.height,
-        model: info.name.clone(),
-        model_sha256: info
-            .unet_sha256
-            .clone()
-            .unwrap_or_else(|| "unverified".into()),
-        upscaler: upscaler.map(|u| u.manifest().name.clone()),
-        upscaler_sha256: upscaler.map(|u| u.sha256().to_string()),
-        output: output.name().into(),
-        software: format!("pocket-studio {}", crate::VERSION),
-    };
-    let id = engine.gallery.new_id(&meta, &image);
-    reporter.journal_saving_as(spec, &id)?;
-    let entry = engine.gallery.save_as(&id, &image, &meta)?;
-    let path = engine.gallery.path_of(&entry.id)?;
-    Ok((entry.id, path.display().to_string()))
-}
-
 /// Turns pipeline progress into job status, events and previews.
 struct Reporter<'a> {
     shared: &'a Shared,
@@ -847,13 +748,6 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
-    /// Record in the journal which gallery id this job is about to write.
-    fn journal_saving_as(&self, spec: &JobSpec, image_id: &str) -> Result<()> {
-        let mut spec = spec.clone();
-        spec.saving_as = Some(image_id.to_string());
-        write_journal(&self.shared.journal, self.id, &spec)
-    }
-
     fn update(&mut self, change: impl FnOnce(&mut JobStatus)) {
         *self
             .shared
@@ -869,14 +763,14 @@ impl Reporter<'_> {
         self.last_progress = job.status.progress;
         let _ = self.shared.events.send(Event::Changed(job.status.clone()));
     }
+}
 
+impl Progress for Reporter<'_> {
     fn tile(&mut self, done: usize, total: usize) {
         let fraction = done as f64 / total.max(1) as f64;
         self.update(|s| s.progress = 0.9 + 0.09 * fraction);
     }
-}
 
-impl Progress for Reporter<'_> {
     fn stage(&mut self, stage: Stage) {
         let floor = match stage {
             Stage::Encoding => 0.0,

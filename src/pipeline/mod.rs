@@ -105,6 +105,10 @@ pub trait Progress {
     fn stage(&mut self, stage: Stage);
     /// Denoising step `step` of `steps` finished (1-based).
     fn step(&mut self, step: usize, steps: usize);
+    /// Upscaler tile `done` of `total` finished (all passes counted).
+    fn tile(&mut self, done: usize, total: usize) {
+        let _ = (done, total);
+    }
     /// The latents after a step, `[channels, height, width]`, for previews.
     /// Called once per step after [`Progress::step`]; ignore it by default.
     fn latents(&mut self, latents: &[f32], channels: usize, height: usize, width: usize) {

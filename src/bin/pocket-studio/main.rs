@@ -12,13 +12,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pocket_studio::pipeline::output::{Aspect, OutputKind, to_exact_size};
+use pocket_studio::pipeline::output::OutputKind;
 use pocket_studio::pipeline::upscale::Upscaler;
-use pocket_studio::store::{Gallery, ImageMeta, Limits};
+use pocket_studio::produce::Producer;
+use pocket_studio::store::{Gallery, Limits};
+use pocket_studio::studio::JobSpec;
 use pocket_studio::{
     Bundle, CancelToken, Error, NoProgress, Pipeline, Progress, Request, SchedulerKind,
     SeededNoise, Stage,
 };
+use std::sync::Arc;
 
 /// Where installed boards keep the default bundle.
 const DEFAULT_MODEL: &str = "/usr/share/pocket-studio/models/default";
@@ -270,6 +273,10 @@ impl Bar {
 }
 
 impl Progress for Bar {
+    fn tile(&mut self, done: usize, total: usize) {
+        self.step(done, total);
+    }
+
     fn stage(&mut self, stage: Stage) {
         self.bar.set_message(stage.name());
         if !self.tty {
@@ -284,102 +291,53 @@ impl Progress for Bar {
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
-    let scheduler = args
-        .scheduler
-        .as_deref()
-        .map(SchedulerKind::from_name)
-        .transpose()?;
     anyhow::ensure!(args.style.is_none(), "--style needs the service (--bus)");
     let output = OutputKind::from_name(args.output.as_deref().unwrap_or("4k"))?;
-    let aspect = match (args.width, args.height) {
-        (Some(w), Some(h)) => Aspect::of(w, h),
-        _ => Aspect::from_name(args.aspect.as_deref().unwrap_or("square"))?,
-    };
-    let seed = args.seed.unwrap_or_else(random_seed);
-    let init_latents = args.latents.as_deref().map(read_npy_f32).transpose()?;
-    let pipeline = load(&args.model)?;
-    let (width, height) = match (args.width, args.height) {
-        (Some(w), Some(h)) => (w, h),
-        (w, h) => {
-            let (gw, gh) = aspect.generation_size(pipeline.info());
-            (w.unwrap_or(gw), h.unwrap_or(gh))
-        }
-    };
-    let request = Request {
+    let spec = JobSpec {
         prompt: args.prompt,
         negative_prompt: args.negative,
-        seed,
+        seed: Some(args.seed.unwrap_or_else(random_seed)),
         steps: args.steps,
         guidance: args.guidance,
-        scheduler,
-        width: Some(width),
-        height: Some(height),
-        init_latents,
+        scheduler: args.scheduler,
+        width: args.width,
+        height: args.height,
+        output: Some(output.name().into()),
+        aspect: args.aspect,
+        saving_as: None,
     };
-    // Refuse bad input, a missing upscaler and a full disk before any work.
-    let settings = pipeline.resolve(&request)?;
-    let upscaler = match output {
-        OutputKind::FourK => Some(Upscaler::open(&args.upscaler)?),
-        OutputKind::Native => None,
+    pocket_studio::studio::validate(&spec)?;
+    let init_latents = args.latents.as_deref().map(read_npy_f32).transpose()?;
+    let mut producer = Producer {
+        pipeline: load(&args.model)?,
+        upscaler: None,
+        gallery: Arc::new(Gallery::open(&args.out, Limits::default())?),
+        default_output: output,
     };
-    let (final_width, final_height) = match output {
-        OutputKind::FourK => aspect.four_k(),
-        OutputKind::Native => (width, height),
-    };
-    let gallery = Gallery::open(&args.out, Limits::default())?;
-    gallery.check_room(final_width, final_height)?;
-
-    let mut bar = Bar::new();
-    let cancel = CancelToken::new();
-    let generated = pipeline.run(&request, &mut SeededNoise::new(seed), &mut bar, &cancel)?;
-    let mut image = generated.image;
-    if let Some(upscaler) = &upscaler {
-        bar.stage(Stage::Upscaling);
-        let tick = Instant::now();
-        image = to_exact_size(
-            image,
-            final_width,
-            final_height,
-            upscaler,
-            &mut |done, total| bar.step(done, total),
-            &cancel,
-        )?;
-        log::info!(
-            "upscaled to {final_width}x{final_height} in {} ms",
-            tick.elapsed().as_millis()
-        );
+    // Refuse bad values before loading the upscaler or touching the disk.
+    producer.plan(&spec, init_latents.clone())?;
+    if output == OutputKind::FourK {
+        producer.upscaler = Some(Upscaler::open(&args.upscaler)?);
     }
-    bar.stage(Stage::Saving);
-    let info = pipeline.info();
-    let meta = ImageMeta {
-        prompt: request.prompt.clone(),
-        negative_prompt: request.negative_prompt.clone(),
-        seed,
-        steps: settings.steps,
-        scheduler: settings.scheduler.name().into(),
-        guidance: settings.guidance,
-        generated_width: settings.width,
-        generated_height: settings.height,
-        model: info.name.clone(),
-        model_sha256: info
-            .unet_sha256
-            .clone()
-            .unwrap_or_else(|| "unverified".into()),
-        upscaler: upscaler.as_ref().map(|u| u.manifest().name.clone()),
-        upscaler_sha256: upscaler.as_ref().map(|u| u.sha256().to_string()),
-        output: output.name().into(),
-        software: format!("pocket-studio {}", pocket_studio::VERSION),
-    };
-    let entry = gallery.save(&image, &meta)?;
+    let mut bar = Bar::new();
+    let made = producer.produce(
+        &spec,
+        init_latents,
+        &mut bar,
+        &CancelToken::new(),
+        &mut |_| Ok(()),
+    )?;
     bar.bar.finish_and_clear();
+    log::info!("generated in {} ms", made.timings.total.as_millis());
     eprintln!(
-        "seed {seed}, {} steps, {}x{}, {} ms",
-        settings.steps,
-        image.width,
-        image.height,
-        generated.timings.total.as_millis()
+        "seed {}, {} steps, {}x{}, {} ms",
+        made.seed,
+        made.settings.steps,
+        made.size.0,
+        made.size.1,
+        made.timings.total.as_millis()
     );
-    println!("{}", gallery.path_of(&entry.id)?.display());
+    println!("{}", made.path.display());
     Ok(())
 }
 

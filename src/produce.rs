@@ -1,0 +1,188 @@
+//! One request to one saved image: generate, upscale to the output size,
+//! save with metadata. The single path both the Studio's worker and the
+//! in-process CLI take, so they can never drift apart.
+//!
+//! Everything that can be refused (bad values, no upscaler for 4K, no disk
+//! space) is refused before any inference runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::pipeline::output::{Aspect, OutputKind, to_exact_size};
+use crate::pipeline::upscale::Upscaler;
+use crate::pipeline::{CancelToken, Pipeline, Progress, Request, Settings, Stage, Timings};
+use crate::store::{Entry, Gallery, ImageMeta};
+use crate::studio::JobSpec;
+use crate::{SchedulerKind, SeededNoise};
+
+/// The loaded models and the gallery they save into.
+pub struct Producer {
+    /// Text-to-image pipeline.
+    pub pipeline: Pipeline,
+    /// Upscaler for `4k` output, when loaded.
+    pub upscaler: Option<Upscaler>,
+    /// Where images go.
+    pub gallery: Arc<Gallery>,
+    /// Output kind for specs that do not name one.
+    pub default_output: OutputKind,
+}
+
+/// A checked request with every default filled in.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// What the pipeline will run.
+    pub request: Request,
+    /// Resolved generation values.
+    pub settings: Settings,
+    /// Output kind.
+    pub output: OutputKind,
+    /// Saved width and height.
+    pub size: (u32, u32),
+}
+
+/// What a finished production made.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// The gallery entry.
+    pub entry: Entry,
+    /// The PNG on disk.
+    pub path: PathBuf,
+    /// The generation values used.
+    pub settings: Settings,
+    /// Seed used.
+    pub seed: u64,
+    /// Saved width and height.
+    pub size: (u32, u32),
+    /// Where the generation time went.
+    pub timings: Timings,
+}
+
+impl Producer {
+    /// Check a spec and fill in every default, without running anything:
+    /// the same refusals `produce` would give, before any model work.
+    pub fn plan(&self, spec: &JobSpec, init_latents: Option<Vec<f32>>) -> Result<Plan> {
+        let output = match &spec.output {
+            Some(name) => OutputKind::from_name(name)?,
+            None => self.default_output,
+        };
+        let info = self.pipeline.info();
+        let (width, height) = match (spec.width, spec.height) {
+            (Some(w), Some(h)) => (w, h),
+            (w, h) => {
+                let aspect = spec
+                    .aspect
+                    .as_deref()
+                    .map(Aspect::from_name)
+                    .transpose()?
+                    .unwrap_or_default();
+                let (gw, gh) = aspect.generation_size(info);
+                (w.unwrap_or(gw), h.unwrap_or(gh))
+            }
+        };
+        let seed = spec.seed.unwrap_or(0);
+        let request = Request {
+            prompt: spec.prompt.clone(),
+            negative_prompt: spec.negative_prompt.clone(),
+            seed,
+            steps: spec.steps,
+            guidance: spec.guidance,
+            scheduler: spec
+                .scheduler
+                .as_deref()
+                .map(SchedulerKind::from_name)
+                .transpose()?,
+            width: Some(width),
+            height: Some(height),
+            init_latents,
+        };
+        let settings = self.pipeline.resolve(&request)?;
+        let (final_w, final_h) = match output {
+            OutputKind::FourK => Aspect::of(width, height).four_k(),
+            OutputKind::Native => (width, height),
+        };
+        Ok(Plan {
+            request,
+            settings,
+            output,
+            size: (final_w, final_h),
+        })
+    }
+
+    /// Generate, upscale and save one image. `init_latents` replace the
+    /// seeded draw (diffusers' `latents=`); `before_save` learns the gallery
+    /// id just before the PNG is written (the Studio journals it).
+    pub fn produce(
+        &self,
+        spec: &JobSpec,
+        init_latents: Option<Vec<f32>>,
+        progress: &mut dyn Progress,
+        cancel: &CancelToken,
+        before_save: &mut dyn FnMut(&str) -> Result<()>,
+    ) -> Result<Produced> {
+        let Plan {
+            request,
+            settings,
+            output,
+            size: (final_w, final_h),
+        } = self.plan(spec, init_latents)?;
+        let info = self.pipeline.info();
+        let seed = request.seed;
+        let upscaler = match output {
+            OutputKind::FourK => Some(self.upscaler.as_ref().ok_or_else(|| {
+                Error::invalid("output", "4k needs an upscaler bundle, and none is loaded")
+            })?),
+            OutputKind::Native => None,
+        };
+        self.gallery.check_room(final_w, final_h)?;
+
+        let generated =
+            self.pipeline
+                .run(&request, &mut SeededNoise::new(seed), progress, cancel)?;
+        let mut image = generated.image;
+        if let Some(upscaler) = upscaler {
+            progress.stage(Stage::Upscaling);
+            image = to_exact_size(
+                image,
+                final_w,
+                final_h,
+                upscaler,
+                &mut |done, total| progress.tile(done, total),
+                cancel,
+            )?;
+        }
+        cancel.check()?;
+        progress.stage(Stage::Saving);
+        let meta = ImageMeta {
+            prompt: request.prompt.clone(),
+            negative_prompt: request.negative_prompt.clone(),
+            seed,
+            steps: settings.steps,
+            scheduler: settings.scheduler.name().into(),
+            guidance: settings.guidance,
+            generated_width: settings.width,
+            generated_height: settings.height,
+            model: info.name.clone(),
+            model_sha256: info
+                .unet_sha256
+                .clone()
+                .unwrap_or_else(|| "unverified".into()),
+            upscaler: upscaler.map(|u| u.manifest().name.clone()),
+            upscaler_sha256: upscaler.map(|u| u.sha256().to_string()),
+            output: output.name().into(),
+            software: format!("pocket-studio {}", crate::VERSION),
+        };
+        let id = self.gallery.new_id(&meta, &image);
+        before_save(&id)?;
+        let entry = self.gallery.save_as(&id, &image, &meta)?;
+        let path = self.gallery.path_of(&entry.id)?;
+        Ok(Produced {
+            entry,
+            path,
+            settings,
+            seed,
+            size: (image.width, image.height),
+            timings: generated.timings,
+        })
+    }
+}
