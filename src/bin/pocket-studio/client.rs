@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use pocket_studio::service::dbus::{CallError, JobObjectProxy, ManagerProxy, job_id, job_path};
+use pocket_studio::studio::JobSpec;
 use zbus::Connection;
 use zbus::{OwnedVariant, Variant};
 
@@ -25,28 +26,17 @@ pub async fn connect(bus: &str) -> Result<Connection> {
     connection.with_context(|| format!("cannot connect to the {bus} bus"))
 }
 
-/// What `generate` sends over D-Bus; `None` fields are left to the service.
-pub struct Submit {
-    pub prompt: String,
-    pub negative: String,
-    pub seed: Option<u64>,
-    pub steps: Option<u32>,
-    pub guidance: Option<f32>,
-    pub scheduler: Option<String>,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub output: Option<String>,
-    pub aspect: Option<String>,
-    pub style: Option<String>,
-}
-
-pub async fn generate(bus: &str, submit: Submit) -> Result<()> {
+/// Submit a job (and a style preset) to the service and follow it.
+pub async fn generate(bus: &str, submit: JobSpec, style: Option<String>) -> Result<()> {
     let connection = connect(bus).await?;
     let manager = ManagerProxy::new(&connection).await?;
     let mut request: HashMap<&str, Variant<'_>> = HashMap::new();
     request.insert("prompt", Variant::from(submit.prompt.as_str()));
-    if !submit.negative.is_empty() {
-        request.insert("negative_prompt", Variant::from(submit.negative.as_str()));
+    if !submit.negative_prompt.is_empty() {
+        request.insert(
+            "negative_prompt",
+            Variant::from(submit.negative_prompt.as_str()),
+        );
     }
     if let Some(v) = submit.seed {
         request.insert("seed", Variant::from(v));
@@ -61,7 +51,7 @@ pub async fn generate(bus: &str, submit: Submit) -> Result<()> {
         ("scheduler", &submit.scheduler),
         ("output", &submit.output),
         ("aspect", &submit.aspect),
-        ("style", &submit.style),
+        ("style", &style),
     ] {
         if let Some(v) = value {
             request.insert(key, Variant::from(v.as_str()));

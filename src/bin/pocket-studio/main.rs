@@ -161,7 +161,7 @@ fn main() -> ExitCode {
     let bus = cli.bus.clone().unwrap_or_else(|| "system".into());
     let result = match cli.command {
         Command::Generate(args) if cli.bus.is_some() => {
-            on_bus(client::generate(&bus, submit(*args)))
+            on_bus(client::generate(&bus, job_spec(&args), args.style.clone()))
         }
         Command::Generate(args) => generate(*args),
         Command::Tokenize { prompt, model } => tokenize(&prompt, &model),
@@ -213,19 +213,21 @@ fn on_bus(call: impl std::future::Future<Output = Result<()>>) -> Result<()> {
         .block_on(call)
 }
 
-fn submit(args: GenerateArgs) -> client::Submit {
-    client::Submit {
-        prompt: args.prompt,
-        negative: args.negative,
+/// The job a `generate` command line describes (defaults left to whoever
+/// runs it: the service's config, or `generate`'s own).
+fn job_spec(args: &GenerateArgs) -> JobSpec {
+    JobSpec {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative.clone(),
         seed: args.seed,
         steps: args.steps,
         guidance: args.guidance,
-        scheduler: args.scheduler,
+        scheduler: args.scheduler.clone(),
         width: args.width,
         height: args.height,
-        output: args.output,
-        aspect: args.aspect,
-        style: args.style,
+        output: args.output.clone(),
+        aspect: args.aspect.clone(),
+        saving_as: None,
     }
 }
 
@@ -294,17 +296,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     anyhow::ensure!(args.style.is_none(), "--style needs the service (--bus)");
     let output = OutputKind::from_name(args.output.as_deref().unwrap_or("4k"))?;
     let spec = JobSpec {
-        prompt: args.prompt,
-        negative_prompt: args.negative,
         seed: Some(args.seed.unwrap_or_else(random_seed)),
-        steps: args.steps,
-        guidance: args.guidance,
-        scheduler: args.scheduler,
-        width: args.width,
-        height: args.height,
         output: Some(output.name().into()),
-        aspect: args.aspect,
-        saving_as: None,
+        ..job_spec(&args)
     };
     pocket_studio::studio::validate(&spec)?;
     let init_latents = args.latents.as_deref().map(read_npy_f32).transpose()?;
