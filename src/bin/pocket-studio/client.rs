@@ -218,6 +218,17 @@ pub async fn status(bus: &str) -> Result<()> {
     Ok(())
 }
 
+/// A variant's value as a person reads it (no type tags, no quotes).
+fn plain(value: &OwnedVariant) -> String {
+    match &**value {
+        Variant::Str(s) => s.to_string(),
+        Variant::U32(n) => n.to_string(),
+        Variant::U64(n) => n.to_string(),
+        Variant::Bool(b) => b.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Put the D-Bus error name in front, so scripts can match it.
 fn explain(e: impl Into<CallError>) -> anyhow::Error {
     anyhow::anyhow!("{}", e.into())
