@@ -170,12 +170,7 @@ pub async fn images(bus: &str, offset: u32, limit: u32) -> Result<()> {
     let connection = connect(bus).await?;
     let manager = ManagerProxy::new(&connection).await?;
     for image in manager.list_images(offset, limit).await.map_err(explain)? {
-        let get = |k: &str| {
-            image
-                .get(k)
-                .map(|v| format!("{}", &**v))
-                .unwrap_or_default()
-        };
+        let get = |k: &str| image.get(k).map(plain).unwrap_or_default();
         println!(
             "{}  {}x{}  seed {}  {}",
             get("id"),
@@ -202,12 +197,7 @@ pub async fn status(bus: &str) -> Result<()> {
     );
     println!("storage free  {} MiB", manager.storage_free().await? >> 20);
     for model in manager.models().await? {
-        let get = |k: &str| {
-            model
-                .get(k)
-                .map(|v| format!("{}", &**v))
-                .unwrap_or_default()
-        };
+        let get = |k: &str| model.get(k).map(plain).unwrap_or_default();
         println!(
             "model         {} ({}, available {})",
             get("name"),
