@@ -175,7 +175,8 @@ struct Shared {
 pub struct Studio {
     shared: Arc<Shared>,
     gallery: Arc<Gallery>,
-    info: crate::BundleInfo,
+    /// The loaded bundle, or the file at fault and why it is unusable.
+    model: std::result::Result<crate::BundleInfo, (PathBuf, String)>,
     upscaler_name: Option<String>,
     worker: Option<std::thread::JoinHandle<()>>,
 }
@@ -183,7 +184,7 @@ pub struct Studio {
 impl std::fmt::Debug for Studio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Studio")
-            .field("model", &self.info.name)
+            .field("model", &self.model.as_ref().map(|i| &i.name))
             .finish_non_exhaustive()
     }
 }
@@ -196,10 +197,29 @@ impl Studio {
     /// journal and start the worker.
     pub fn start(config: &Config) -> Result<Self> {
         let started = Instant::now();
-        let pipeline = Pipeline::load(Bundle::open(&config.model)?)?;
         let default_output = config.output_kind();
+        // A broken model must not take the service down: it stays up,
+        // reports the model unavailable and keeps accepted jobs journaled.
+        let pipeline = match Bundle::open(&config.model).and_then(Pipeline::load) {
+            Ok(pipeline) => Ok(pipeline),
+            Err(Error::ModelUnavailable { file, fault }) => {
+                log::error!(
+                    "model unavailable: {}: {fault}; serving without it",
+                    file.display()
+                );
+                Err((file, fault.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
         let upscaler = if default_output == OutputKind::FourK || config.upscaler.is_dir() {
-            Some(Upscaler::open(&config.upscaler)?)
+            match Upscaler::open(&config.upscaler) {
+                Ok(u) => Some(u),
+                Err(e @ Error::ModelUnavailable { .. }) => {
+                    log::error!("{e}; 4k output is unavailable");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };
@@ -220,40 +240,52 @@ impl Studio {
             max_queue: config.max_queue,
             journal,
         });
-        let info = pipeline.info().clone();
+        let model = pipeline
+            .as_ref()
+            .map(|p| p.info().clone())
+            .map_err(Clone::clone);
         let upscaler_name = upscaler.as_ref().map(|u| u.manifest().name.clone());
-        let producer = Producer {
-            pipeline,
-            upscaler,
-            gallery: gallery.clone(),
-            default_output,
-        };
         let recovered = replay_journal(&shared, &gallery)?;
         if recovered > 0 {
             log::warn!("re-queued {recovered} job(s) left unfinished by the last run");
         }
-        let worker_shared = shared.clone();
-        let worker = std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || worker_loop(&worker_shared, &producer))
-            .map_err(|e| Error::io("inference thread", e))?;
+        let worker = match pipeline {
+            Ok(pipeline) => {
+                let producer = Producer {
+                    pipeline,
+                    upscaler,
+                    gallery: gallery.clone(),
+                    default_output,
+                };
+                let worker_shared = shared.clone();
+                let worker = std::thread::Builder::new()
+                    .name("inference".into())
+                    .spawn(move || worker_loop(&worker_shared, &producer))
+                    .map_err(|e| Error::io("inference thread", e))?;
+                Some(worker)
+            }
+            Err(_) => None,
+        };
         log::info!(
             "studio ready in {} ms (model {}, queue {})",
             started.elapsed().as_millis(),
-            info.name,
+            model.as_ref().map_or("unavailable", |i| i.name.as_str()),
             config.max_queue
         );
         Ok(Studio {
             shared,
             gallery,
-            info,
+            model,
             upscaler_name,
-            worker: Some(worker),
+            worker,
         })
     }
 
     /// Accept a job, or refuse it at once with a typed error.
     pub fn submit(&self, mut spec: JobSpec) -> Result<u64> {
+        let info = self.model.as_ref().map_err(|(file, reason)| {
+            Error::model(file, crate::error::ModelFault::Invalid(reason.clone()))
+        })?;
         validate(&spec)?;
         spec.seed.get_or_insert_with(random_seed);
         let mut queue = self.lock();
@@ -273,7 +305,7 @@ impl Studio {
             stage: "",
             progress: 0.0,
             step: 0,
-            steps: spec.steps.unwrap_or(self.info.default_steps),
+            steps: spec.steps.unwrap_or(info.default_steps),
             image_id: String::new(),
             output_path: String::new(),
             error: String::new(),
@@ -357,9 +389,9 @@ impl Studio {
         &self.gallery
     }
 
-    /// The loaded text-to-image bundle.
-    pub fn model_info(&self) -> &crate::BundleInfo {
-        &self.info
+    /// The loaded text-to-image bundle, or the file at fault and why.
+    pub fn model(&self) -> std::result::Result<&crate::BundleInfo, &(PathBuf, String)> {
+        self.model.as_ref()
     }
 
     /// The loaded upscaler's name, if any.
@@ -370,8 +402,11 @@ impl Studio {
     /// How long the worker has been silent: time since its last step or
     /// tile while busy, zero while idle, forever once its thread is gone.
     pub fn worker_silence(&self) -> Duration {
-        if self.worker.as_ref().is_none_or(|w| w.is_finished()) {
-            return Duration::MAX;
+        match &self.worker {
+            // No model, no worker: nothing can hang.
+            None if self.model.is_err() => return Duration::ZERO,
+            Some(w) if !w.is_finished() => {}
+            _ => return Duration::MAX,
         }
         let (last, busy) = *self
             .shared

@@ -104,13 +104,17 @@ struct Service {
 
 impl Service {
     async fn start(bus: &Bus, extra: &str) -> Service {
+        Self::start_with_model(bus, &repo().join("models/tiny-sd"), extra).await
+    }
+
+    async fn start_with_model(bus: &Bus, model: &Path, extra: &str) -> Service {
         let dir = open_tempdir();
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
             format!(
                 "model = {:?}\nupscaler = {:?}\nimages_dir = {:?}\nstate_dir = {:?}\noutput = \"native\"\n{extra}\n[gallery]\nreserve_mb = 1\n",
-                repo().join("models/tiny-sd"),
+                model,
                 dir.path().join("no-upscaler"),
                 dir.path().join("images"),
                 dir.path().join("state"),
@@ -854,4 +858,45 @@ async fn ready_comes_after_the_name_and_the_watchdog_is_fed() {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_model_leaves_the_service_up_and_says_which_file() {
+    let bus = Bus::start(&[]);
+    let broken = open_tempdir();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("models/tiny-sd/."))
+        .arg(broken.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let unet = broken.path().join("unet/model.onnx");
+    let mut bytes = std::fs::read(&unet).expect("read");
+    bytes[4096] ^= 0x40;
+    std::fs::write(&unet, bytes).expect("write");
+    let _service = Service::start_with_model(&bus, broken.path(), "").await;
+    let connection = bus.connect().await;
+    let manager = ManagerProxy::new(&connection).await.expect("proxy");
+    let models = manager.models().await.expect("Models");
+    let model = &models[0];
+    let available = model
+        .get("available")
+        .map(|v| bool::try_from(&**v).expect("b"));
+    assert_eq!(available, Some(false));
+    let file = model
+        .get("file")
+        .map(|v| String::try_from(v.clone()).expect("s"));
+    assert_eq!(file.as_deref(), unet.to_str());
+    let err = manager
+        .generate(request(&[("prompt", Variant::from("anything"))]))
+        .await
+        .expect_err("no model, no job");
+    let text = err.to_string();
+    assert!(
+        text.contains("org.pocketstudio.Studio1.Error.ModelUnavailable"),
+        "{text}"
+    );
+    assert!(text.contains("unet/model.onnx"), "{text}");
+    assert_eq!(manager.queue_length().await.expect("still answering"), 0);
 }

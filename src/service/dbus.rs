@@ -320,28 +320,40 @@ impl Manager {
     /// Loaded models and their state.
     #[zbus(property(emits_changed_signal = "const"))]
     fn models(&self) -> Vec<HashMap<String, OwnedVariant>> {
-        let info = self.studio.model_info();
-        let mut model = HashMap::new();
         let put = |d: &mut HashMap<String, OwnedVariant>, k: &str, v: Variant<'_>| {
             if let Ok(v) = OwnedVariant::try_from(v) {
                 d.insert(k.to_string(), v);
             }
         };
-        put(&mut model, "name", Variant::from(info.name.as_str()));
+        let mut model = HashMap::new();
         put(&mut model, "kind", Variant::from("text-to-image"));
-        put(&mut model, "available", Variant::from(true));
-        put(&mut model, "verified", Variant::from(info.verified));
-        put(&mut model, "native_width", Variant::from(info.native_width));
-        put(
-            &mut model,
-            "native_height",
-            Variant::from(info.native_height),
-        );
-        put(
-            &mut model,
-            "sha256",
-            Variant::from(info.unet_sha256.clone().unwrap_or_default()),
-        );
+        match self.studio.model() {
+            Ok(info) => {
+                put(&mut model, "name", Variant::from(info.name.as_str()));
+                put(&mut model, "available", Variant::from(true));
+                put(&mut model, "verified", Variant::from(info.verified));
+                put(&mut model, "native_width", Variant::from(info.native_width));
+                put(
+                    &mut model,
+                    "native_height",
+                    Variant::from(info.native_height),
+                );
+                put(
+                    &mut model,
+                    "sha256",
+                    Variant::from(info.unet_sha256.clone().unwrap_or_default()),
+                );
+            }
+            Err((file, reason)) => {
+                put(&mut model, "available", Variant::from(false));
+                put(
+                    &mut model,
+                    "file",
+                    Variant::from(file.display().to_string()),
+                );
+                put(&mut model, "error", Variant::from(reason.as_str()));
+            }
+        }
         let mut models = vec![model];
         if let Some(name) = self.studio.upscaler_name() {
             let mut up = HashMap::new();

@@ -198,6 +198,14 @@ pub async fn status(bus: &str) -> Result<()> {
     println!("storage free  {} MiB", manager.storage_free().await? >> 20);
     for model in manager.models().await? {
         let get = |k: &str| model.get(k).map(plain).unwrap_or_default();
+        if !get("error").is_empty() {
+            println!(
+                "model         UNAVAILABLE: {}: {}",
+                get("file"),
+                get("error")
+            );
+            continue;
+        }
         println!(
             "model         {} ({}, available {})",
             get("name"),
