@@ -193,6 +193,22 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::model(path, ModelFault::Invalid(e.to_string())))
 }
 
+/// Check a file against the sha256 a manifest vouches for; returns the
+/// digest.
+pub fn verify_file(path: &Path, expected: &str) -> Result<String> {
+    let actual = sha256_file(path)?;
+    if !actual.eq_ignore_ascii_case(expected) {
+        return Err(Error::model(
+            path,
+            ModelFault::ChecksumMismatch {
+                expected: expected.to_string(),
+                actual,
+            },
+        ));
+    }
+    Ok(actual)
+}
+
 /// Hex sha256 of a file, streamed so large UNets never sit in memory twice.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = File::open(path).map_err(|e| {
@@ -227,17 +243,7 @@ fn verify_files(root: &Path, manifest: &Manifest) -> Result<()> {
         }
     }
     for (rel, expected) in &manifest.sha256 {
-        let path = root.join(rel);
-        let actual = sha256_file(&path)?;
-        if !actual.eq_ignore_ascii_case(expected) {
-            return Err(Error::model(
-                path,
-                ModelFault::ChecksumMismatch {
-                    expected: expected.clone(),
-                    actual,
-                },
-            ));
-        }
+        verify_file(&root.join(rel), expected)?;
     }
     Ok(())
 }

@@ -27,19 +27,7 @@ fn upscaler_dir() -> PathBuf {
 }
 
 fn read_png(path: &Path) -> Image {
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    ));
-    let mut reader = decoder.read_info().expect("png header");
-    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
-    let info = reader.next_frame(&mut buf).expect("png frame");
-    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
-    buf.truncate(info.buffer_size());
-    Image {
-        width: info.width,
-        height: info.height,
-        rgb: buf,
-    }
+    store::read_png(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Channel values differing by more than `tolerance`.

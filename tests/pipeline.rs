@@ -35,15 +35,9 @@ fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
 }
 
 fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    ));
-    let mut reader = decoder.read_info().expect("png header");
-    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
-    let info = reader.next_frame(&mut buf).expect("png frame");
-    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
-    buf.truncate(info.buffer_size());
-    (info.width, info.height, buf)
+    let image =
+        pocket_studio::store::read_png(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (image.width, image.height, image.rgb)
 }
 
 #[derive(serde::Deserialize)]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Deserialize;
 
 use super::{CancelToken, Image};
-use crate::bundle::{read_toml, sha256_file};
+use crate::bundle::{read_toml, verify_file};
 use crate::engine::{Model, Tensor};
 use crate::error::{Error, ModelFault, Result};
 
@@ -87,16 +87,7 @@ impl Upscaler {
                 ModelFault::Invalid("not listed in pocket-studio.toml".into()),
             )
         })?;
-        let actual = sha256_file(&model_path)?;
-        if !actual.eq_ignore_ascii_case(expected) {
-            return Err(Error::model(
-                model_path,
-                ModelFault::ChecksumMismatch {
-                    expected: expected.clone(),
-                    actual,
-                },
-            ));
-        }
+        let actual = verify_file(&model_path, expected)?;
         let model = Model::load(&model_path, "upscaler")?;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Upscaler {
