@@ -485,33 +485,12 @@ pub fn apply_style(spec: &mut JobSpec, name: &str) -> Result<()> {
 
 /// Check what can be checked without the models (ranges, names).
 pub fn validate(spec: &JobSpec) -> Result<()> {
-    if spec.prompt.trim().is_empty() {
-        return Err(Error::invalid("prompt", "must not be empty"));
-    }
-    if spec.prompt.chars().count() > crate::pipeline::MAX_PROMPT_CHARS {
-        return Err(Error::invalid("prompt", "is too long"));
-    }
-    if spec.negative_prompt.chars().count() > crate::pipeline::MAX_PROMPT_CHARS {
-        return Err(Error::invalid("negative_prompt", "is too long"));
-    }
-    if let Some(steps) = spec
-        .steps
-        .filter(|s| !(1..=crate::pipeline::MAX_STEPS).contains(s))
-    {
-        return Err(Error::invalid(
-            "steps",
-            format!("{steps} is out of range 1..=150"),
-        ));
-    }
-    if let Some(g) = spec
-        .guidance
-        .filter(|g| !g.is_finite() || !(0.0..=crate::pipeline::MAX_GUIDANCE).contains(g))
-    {
-        return Err(Error::invalid(
-            "guidance",
-            format!("{g} is out of range 0..=30"),
-        ));
-    }
+    crate::pipeline::check_request_values(
+        &spec.prompt,
+        &spec.negative_prompt,
+        spec.steps,
+        spec.guidance,
+    )?;
     if let Some(name) = &spec.scheduler {
         SchedulerKind::from_name(name)?;
     }

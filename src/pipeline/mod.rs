@@ -255,37 +255,14 @@ impl Pipeline {
     /// Fill in defaults and check every value; errors name the field.
     pub fn resolve(&self, request: &Request) -> Result<Settings> {
         let info = self.info();
-        let prompt = request.prompt.trim();
-        if prompt.is_empty() {
-            return Err(Error::invalid("prompt", "must not be empty"));
-        }
-        let chars = request.prompt.chars().count();
-        if chars > MAX_PROMPT_CHARS {
-            return Err(Error::invalid(
-                "prompt",
-                format!("is {chars} characters; at most {MAX_PROMPT_CHARS} are accepted"),
-            ));
-        }
-        if request.negative_prompt.chars().count() > MAX_PROMPT_CHARS {
-            return Err(Error::invalid(
-                "negative_prompt",
-                format!("at most {MAX_PROMPT_CHARS} characters are accepted"),
-            ));
-        }
         let steps = request.steps.unwrap_or(info.default_steps);
-        if !(1..=MAX_STEPS).contains(&steps) {
-            return Err(Error::invalid(
-                "steps",
-                format!("{steps} is out of range 1..={MAX_STEPS}"),
-            ));
-        }
         let guidance = request.guidance.unwrap_or(info.default_guidance);
-        if !guidance.is_finite() || !(0.0..=MAX_GUIDANCE).contains(&guidance) {
-            return Err(Error::invalid(
-                "guidance",
-                format!("{guidance} is out of range 0..={MAX_GUIDANCE}"),
-            ));
-        }
+        check_request_values(
+            &request.prompt,
+            &request.negative_prompt,
+            Some(steps),
+            Some(guidance),
+        )?;
         let scheduler = match request.scheduler {
             Some(kind) => kind,
             None => match &info.default_scheduler {
@@ -337,6 +314,46 @@ impl Pipeline {
         let f = info.vae_scale_factor;
         info.latent_channels * (width / f) as usize * (height / f) as usize
     }
+}
+
+/// The checks that need no model: prompt lengths and the steps and guidance
+/// ranges. Shared by [`Pipeline::resolve`] and the Studio, which must refuse
+/// a job before it is queued, where no pipeline is at hand.
+pub fn check_request_values(
+    prompt: &str,
+    negative_prompt: &str,
+    steps: Option<u32>,
+    guidance: Option<f32>,
+) -> Result<()> {
+    if prompt.trim().is_empty() {
+        return Err(Error::invalid("prompt", "must not be empty"));
+    }
+    let chars = prompt.chars().count();
+    if chars > MAX_PROMPT_CHARS {
+        return Err(Error::invalid(
+            "prompt",
+            format!("is {chars} characters; at most {MAX_PROMPT_CHARS} are accepted"),
+        ));
+    }
+    if negative_prompt.chars().count() > MAX_PROMPT_CHARS {
+        return Err(Error::invalid(
+            "negative_prompt",
+            format!("at most {MAX_PROMPT_CHARS} characters are accepted"),
+        ));
+    }
+    if let Some(steps) = steps.filter(|s| !(1..=MAX_STEPS).contains(s)) {
+        return Err(Error::invalid(
+            "steps",
+            format!("{steps} is out of range 1..={MAX_STEPS}"),
+        ));
+    }
+    if let Some(g) = guidance.filter(|g| !g.is_finite() || !(0.0..=MAX_GUIDANCE).contains(g)) {
+        return Err(Error::invalid(
+            "guidance",
+            format!("{g} is out of range 0..={MAX_GUIDANCE}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_side(key: &'static str, value: u32, max: u32, multiple: u32) -> Result<()> {
