@@ -728,6 +728,12 @@ fn worker_loop(shared: &Shared, producer: &Producer) {
                 (JobState::Failed, e.to_string())
             }
         };
+        if matches!(outcome, Err(Error::Cancelled)) && shutting_down(shared) {
+            // Stopped by a service stop, not by a user: the journal keeps
+            // the job, so it runs again (same id, same seed) on next start.
+            log::info!("job {id} interrupted by shutdown; it resumes on next start");
+            return;
+        }
         remove_journal(&shared.journal, id);
         let status = {
             let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -752,6 +758,14 @@ fn worker_loop(shared: &Shared, producer: &Producer) {
             detail,
         });
     }
+}
+
+fn shutting_down(shared: &Shared) -> bool {
+    shared
+        .queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .shutting_down
 }
 
 /// Turns pipeline progress into job status, events and previews.

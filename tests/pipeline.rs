@@ -499,3 +499,38 @@ fn cancellation_stops_between_steps() {
     let result = pipeline().run(&request, &mut SeededNoise::new(1), &mut progress, &cancel);
     assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
 }
+
+/// Seeds whose noise streams are pinned in `fixtures/seeded_noise.json`.
+const PINNED_SEEDS: [u64; 4] = [0, 1, 42, u64::MAX];
+
+/// sha256 of the little-endian bytes of one seed's first 4x64x64 draws
+/// (the initial latents of a 512 px SD image).
+fn noise_digest(seed: u64) -> String {
+    use pocket_studio::NoiseSource;
+    use sha2::{Digest, Sha256};
+    let mut draws = vec![0.0f32; 4 * 64 * 64];
+    SeededNoise::new(seed).fill(&mut draws).unwrap();
+    let bytes: Vec<u8> = draws.iter().flat_map(|x| x.to_le_bytes()).collect();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+#[test]
+fn seeded_noise_is_bit_identical_to_the_draws_recorded_on_x86_64() {
+    let path = repo().join("tests/fixtures/seeded_noise.json");
+    let actual: std::collections::BTreeMap<String, String> = PINNED_SEEDS
+        .iter()
+        .map(|&seed| (seed.to_string(), noise_digest(seed)))
+        .collect();
+    if std::env::var_os("UPDATE_FIXTURES").is_some() && cfg!(target_arch = "x86_64") {
+        let text = serde_json::to_string_pretty(&actual).unwrap();
+        std::fs::write(&path, text + "\n").unwrap();
+    }
+    let recorded: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(
+        actual,
+        recorded,
+        "seeded noise differs from the x86_64 recording on {}",
+        std::env::consts::ARCH
+    );
+}

@@ -157,6 +157,16 @@ impl Service {
         }
     }
 
+    /// Stop the way `systemctl stop` does: SIGTERM, then wait for the exit.
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = rustix::process::Pid::from_child(&child);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let status = child.wait().expect("wait for pocket-studiod");
+            assert!(status.success(), "SIGTERM exit: {status}");
+        }
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -629,6 +639,15 @@ async fn a_disconnected_client_still_gets_its_image_into_the_gallery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sigkill_every_accepted_job_is_accounted_for() {
+    every_accepted_job_is_accounted_for_after(Service::kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_the_interrupted_job_resumes() {
+    every_accepted_job_is_accounted_for_after(Service::terminate).await;
+}
+
+async fn every_accepted_job_is_accounted_for_after(stop: fn(&mut Service)) {
     let bus = Bus::start(&[]);
     let mut service = Service::start(&bus, "max_queue = 8").await;
     let connection = bus.connect().await;
@@ -645,7 +664,7 @@ async fn after_sigkill_every_accepted_job_is_accounted_for() {
         ids.push(path.to_string());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    service.kill();
+    stop(&mut service);
 
     service.spawn(&bus).await;
     let connection = bus.connect().await;

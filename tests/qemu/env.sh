@@ -1,0 +1,18 @@
+# Sourced by the aarch64 scripts: cross-compile with Debian's rustc (it ships
+# the aarch64 standard library as libstd-rust-web-dev:arm64; rustup's
+# toolchain has none on a fresh machine) and run aarch64 programs under
+# qemu-user as a Cortex-A72, the core of the boards we target.
+export RUSTC=/usr/bin/rustc
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_AARCH64:-$PWD/target/cross}"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -cpu cortex-a72"
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+export PKG_CONFIG_aarch64_unknown_linux_gnu=aarch64-linux-gnu-pkg-config
+export PKG_CONFIG_ALLOW_CROSS=1
+# Child processes (the CLI and daemon spawned by tests) start through
+# binfmt_misc; QEMU_CPU gives them the same CPU model.
+export QEMU_CPU=cortex-a72
+AARCH64_TARGET=aarch64-unknown-linux-gnu
+AARCH64_PROFILE=aarch64
+AARCH64_OUT="$CARGO_TARGET_DIR/$AARCH64_TARGET/$AARCH64_PROFILE"

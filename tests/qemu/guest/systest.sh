@@ -1,0 +1,124 @@
+#!/bin/bash
+# Runs inside the arm64 guest (pocket-studio-systest.service) once the system
+# is up: checks the installed product through systemd and the system bus as a
+# member of group pocketstudio would use it, writes one "PASS name" or
+# "FAIL name: why" line per check to the results disk, the journals beside
+# them, and powers off. tests/qemu/systest.py reads the disk back.
+set -u
+out=/mnt/results/out
+mkdir -p "$out"
+: > "$out/report"
+bus=org.pocketstudio.Studio1
+root=/org/pocketstudio/Studio1
+iface=org.pocketstudio.Studio1
+
+say() { echo "systest: $*" > /dev/console; }
+pass() { echo "PASS $1" >> "$out/report"; say "PASS $1"; }
+fail() { echo "FAIL $1: $2" >> "$out/report"; say "FAIL $1: $2"; }
+
+# As the tester user (member of pocketstudio), like any client on the board.
+client() { runuser -u tester -- busctl --system "$@"; }
+
+# Wait up to $1 seconds for a command to succeed.
+wait_for() {
+    local limit=$1
+    shift
+    local start=$SECONDS
+    until "$@" > /dev/null 2>&1; do
+        ((SECONDS - start < limit)) || return 1
+        sleep 1
+    done
+}
+
+service_active() { [ "$(systemctl is-active pocket-studio.service)" = active ]; }
+
+# Active, or given up: a unit that keeps failing will not come up later.
+service_settled() {
+    service_active || [ "$(systemctl show -p NRestarts --value pocket-studio.service)" -ge 3 ]
+}
+
+job_property() {
+    client get-property "$bus" "$1" "$iface.Job" "$2" | sed -e 's/^[a-z]* //' -e 's/^"\(.*\)"$/\1/'
+}
+
+# Generate: prints the job path.
+generate() {
+    client call "$bus" "$root" "$iface" Generate 'a{sv}' "$@" | sed -e 's/^o "\(.*\)"$/\1/'
+}
+
+# Wait until a job reaches a final state; prints it.
+wait_final() {
+    local job=$1 limit=$2 start=$SECONDS state
+    while :; do
+        state="$(job_property "$job" State)"
+        case "$state" in done | failed | cancelled) echo "$state"; return ;; esac
+        ((SECONDS - start < limit)) || { echo "timeout ($state)"; return; }
+        sleep 1
+    done
+}
+
+images() { find /var/lib/pocket-studio/images -maxdepth 1 -name '*.png' | sort; }
+
+# 1. The unit becomes active only through READY=1 (Type=notify).
+say "waiting for pocket-studio.service"
+if wait_for 600 service_settled && service_active; then
+    type="$(systemctl show -p Type --value pocket-studio.service)"
+    status="$(systemctl show -p StatusText --value pocket-studio.service)"
+    if [ "$type" = notify ] && [[ "$status" == ready* ]]; then
+        pass unit-active-via-sd-notify
+    else
+        fail unit-active-via-sd-notify "Type=$type StatusText=$status"
+    fi
+else
+    fail unit-active-via-sd-notify "state $(systemctl is-active pocket-studio.service), $(systemctl show -p NRestarts --value pocket-studio.service) restarts"
+fi
+
+# 2. Generate over the system bus makes a PNG (metadata checked on the host).
+job="$(generate 4 prompt s "a lighthouse on an arm64 board" seed t 7 steps u 4 output s native 2> "$out/generate.err")"
+if [[ "$job" == $root/jobs/* ]]; then
+    state="$(wait_final "$job" 600)"
+    path="$(job_property "$job" OutputPath)"
+    if [ "$state" = done ] && [ -f "$path" ]; then
+        cp "$path" "$out/generated.png"
+        pass dbus-generate-png
+    else
+        fail dbus-generate-png "state $state, error '$(job_property "$job" Error)', path '$path'"
+    fi
+else
+    fail dbus-generate-png "Generate answered '$job' $(cat "$out/generate.err")"
+fi
+
+# 3. A bad request is refused with InvalidArgs and the service stays up.
+if err="$(generate 2 prompt s "zero steps" steps u 0 2>&1)"; then
+    fail invalid-args-keep-service-up "steps=0 was accepted: $err"
+elif [[ "$err" == *steps* ]] && service_active; then
+    pass invalid-args-keep-service-up
+else
+    fail invalid-args-keep-service-up "answer '$err', service $(systemctl is-active pocket-studio.service)"
+fi
+
+# 4. A running job survives `systemctl restart`: same job path, one image.
+before="$(images | wc -l)"
+job="$(generate 4 prompt s "survives a restart" seed t 11 steps u 40 output s native)"
+if [[ "$job" == $root/jobs/* ]] &&
+    wait_for 600 bash -c "[ \"\$(busctl --system get-property $bus $job $iface.Job Step | cut -d' ' -f2)\" -ge 2 ]"; then
+    systemctl restart pocket-studio.service
+    wait_for 600 service_active
+    state="$(wait_final "$job" 1200)"
+    after="$(images | wc -l)"
+    if [ "$state" = done ] && [ "$after" -eq $((before + 1)) ]; then
+        cp "$(job_property "$job" OutputPath)" "$out/restarted.png"
+        pass job-survives-restart
+    else
+        fail job-survives-restart "after restart: state $state, images $before -> $after"
+    fi
+else
+    fail job-survives-restart "job '$job' never reached step 2"
+fi
+
+systemctl show -p NRestarts --value pocket-studio.service > "$out/nrestarts"
+journalctl -b --no-pager -o short-monotonic > "$out/journal.txt"
+journalctl -b --no-pager -o short-monotonic -u pocket-studio.service > "$out/journal-pocket-studio.txt"
+sync
+say "done; powering off"
+systemctl poweroff --no-block

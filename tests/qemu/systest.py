@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Boot the product on an emulated arm64 board and check it from inside.
+
+Installs the aarch64 binaries, the systemd/ and D-Bus files and the tiny model
+bundle into the guest tree made by build-image.sh, packs it as an ext4 disk
+(no mount needed), boots it under qemu-system-aarch64 (virt, Cortex-A72,
+2 cores, TCG), lets tests/qemu/guest/systest.sh run its checks as a systemd
+unit, reads the results disk back with debugfs and checks the PNG it made.
+Exits non-zero on any failure and prints the guest journal for the failing
+unit. Python standard library only.
+
+Usage: tests/qemu/systest.py [--bin DIR] [--image DIR] [--work DIR] [--timeout S]
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PROMPT = "a lighthouse on an arm64 board"
+
+
+def run(*cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def install(src: Path, dest: Path, mode: int = 0o644):
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    os.chmod(dest, mode)
+
+
+def stage_rootfs(image: Path, bins: Path, root: Path):
+    """The guest tree: Debian minbase plus the product, laid out as the Yocto
+    recipe installs it."""
+    root.mkdir(parents=True)
+    run("tar", "--numeric-owner", "-xpf", str(image / "rootfs.tar"), "-C", str(root))
+    for name in ("pocket-studiod", "pocket-studio"):
+        install(bins / name, root / "usr/bin" / name, 0o755)
+    sd = REPO / "systemd"
+    install(sd / "pocket-studio.service", root / "usr/lib/systemd/system/pocket-studio.service")
+    install(sd / "org.pocketstudio.Studio1.conf", root / "usr/share/dbus-1/system.d/org.pocketstudio.Studio1.conf")
+    install(sd / "org.pocketstudio.Studio1.service",
+            root / "usr/share/dbus-1/system-services/org.pocketstudio.Studio1.service")
+    install(sd / "pocket-studio.sysusers", root / "usr/lib/sysusers.d/pocket-studio.conf")
+    install(sd / "pocket-studio.tmpfiles", root / "usr/lib/tmpfiles.d/pocket-studio.conf")
+    install(sd / "config.example.toml", root / "usr/share/doc/pocket-studio/config.example.toml")
+    models = root / "usr/share/pocket-studio/models/default"
+    shutil.copytree(REPO / "models/tiny-sd", models)
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "pocket-studio.service").symlink_to("/usr/lib/systemd/system/pocket-studio.service")
+
+    guest = REPO / "tests/qemu/guest"
+    install(guest / "systest.sh", root / "usr/local/lib/pocket-studio-systest/systest.sh", 0o755)
+    install(guest / "pocket-studio-systest.service", root / "etc/systemd/system/pocket-studio-systest.service")
+    install(guest / "systest.sysusers", root / "usr/lib/sysusers.d/zz-pocket-studio-systest.conf")
+    (wants / "pocket-studio-systest.service").symlink_to("/etc/systemd/system/pocket-studio-systest.service")
+
+
+def make_ext4(path: Path, label: str, size_mb: int, tree: Path | None = None):
+    cmd = ["mke2fs", "-q", "-F", "-t", "ext4", "-L", label]
+    if tree is not None:
+        cmd += ["-d", str(tree)]
+    run(*cmd, str(path), f"{size_mb}M")
+
+
+def tree_mb(tree: Path) -> int:
+    out = subprocess.run(["du", "-sm", str(tree)], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[0])
+
+
+def boot(image: Path, rootfs: Path, results: Path, work: Path, timeout: float) -> tuple[bool, float]:
+    """Boot until the guest powers off; False if it had to be killed."""
+    console = work / "console.log"
+    cmd = [
+        "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "2G",
+        "-accel", "tcg,thread=multi", "-nodefaults", "-no-reboot",
+        "-display", "none", "-serial", f"file:{console}",
+        "-qmp", f"unix:{work / 'qmp.sock'},server=on,wait=off",
+        "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initramfs.cpio.gz"),
+        "-append", "console=ttyAMA0 panic=-1 loglevel=4 systemd.show_status=auto",
+        "-drive", f"file={rootfs},format=raw,if=none,id=root,snapshot=on",
+        "-device", "virtio-blk-pci,drive=root",
+        "-drive", f"file={results},format=raw,if=none,id=results",
+        "-device", "virtio-blk-pci,drive=results",
+        "-device", "virtio-rng-pci",
+    ]
+    started = time.monotonic()
+    qemu = subprocess.Popen(cmd)
+    try:
+        qemu.wait(timeout=timeout)
+        return True, time.monotonic() - started
+    except subprocess.TimeoutExpired:
+        qemu.kill()
+        qemu.wait()
+        return False, time.monotonic() - started
+
+
+def png_text(path: Path) -> tuple[int, int, dict[str, str]]:
+    """Width, height and text chunks (tEXt, zTXt, iTXt) of a PNG."""
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path.name} is not a PNG")
+    pos, width, height, text = 8, 0, 0, {}
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if zlib.crc32(kind + body) != int.from_bytes(data[pos + 8 + length:pos + 12 + length], "big"):
+            raise ValueError(f"{path.name}: bad CRC in {kind!r}")
+        if kind == b"IHDR":
+            width, height = int.from_bytes(body[0:4], "big"), int.from_bytes(body[4:8], "big")
+        elif kind == b"tEXt":
+            key, _, value = body.partition(b"\0")
+            text[key.decode("latin-1")] = value.decode("latin-1")
+        elif kind == b"iTXt":
+            key, _, rest = body.partition(b"\0")
+            compressed, rest = rest[0], rest[2:]
+            _lang, _, rest = rest.partition(b"\0")
+            _translated, _, value = rest.partition(b"\0")
+            text[key.decode("latin-1")] = (zlib.decompress(value) if compressed else value).decode()
+        pos += 12 + length
+    return width, height, text
+
+
+def check_png(path: Path) -> str | None:
+    """Why the generated PNG is wrong, or None."""
+    if not path.is_file():
+        return "no PNG came back"
+    manifest = (REPO / "models/tiny-sd/pocket-studio.toml").read_text()
+    width, height, text = png_text(path)
+    expected = {"prompt": PROMPT, "seed": "7", "steps": "4", "model": "tiny-sd", "output": "native"}
+    wrong = {k: text.get(k) for k, v in expected.items() if text.get(k) != v}
+    if wrong:
+        return f"metadata {wrong}, expected {expected}"
+    if f'"{text.get("model_sha256", "?")}"' not in manifest:
+        return f"model_sha256 {text.get('model_sha256')} is not the bundle's UNet"
+    if (width, height) != (64, 64):
+        return f"size {width}x{height}, expected the bundle's native 64x64"
+    if "Steps: 4" not in text.get("parameters", "") or not text.get("Software", "").startswith("pocket-studio "):
+        return f"parameters/Software chunks: {text.get('parameters')!r} {text.get('Software')!r}"
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bin", type=Path, default=REPO / "target/cross/aarch64-unknown-linux-gnu/aarch64",
+                        help="folder with the aarch64 pocket-studiod and pocket-studio (cross-test.sh builds them)")
+    parser.add_argument("--image", type=Path, default=REPO / "target/qemu/image")
+    parser.add_argument("--work", type=Path, default=REPO / "target/qemu/run")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds before the guest is killed")
+    args = parser.parse_args()
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    root = args.work / "root"
+    stage_rootfs(args.image, args.bin, root)
+    rootfs, results = args.work / "rootfs.img", args.work / "results.img"
+    make_ext4(rootfs, "psroot", tree_mb(root) + 256, root)
+    shutil.rmtree(root)
+    make_ext4(results, "psresults", 256)
+
+    print(f"systest: booting (timeout {args.timeout:.0f} s)", flush=True)
+    powered_off, seconds = boot(args.image, rootfs, results, args.work, args.timeout)
+    print(f"systest: guest ran {seconds:.0f} s" + ("" if powered_off else ", killed at the timeout"))
+    out = args.work / "results"
+    run("debugfs", "-R", f"rdump /out {out}", str(results), capture_output=True)
+    out = out / "out"
+
+    checks: list[tuple[str, str | None]] = []
+    report = out / "report"
+    for line in report.read_text().splitlines() if report.is_file() else []:
+        verdict, _, rest = line.partition(" ")
+        name, _, why = rest.partition(": ")
+        checks.append((name, None if verdict == "PASS" else why or "failed"))
+    if any(name == "dbus-generate-png" and why is None for name, why in checks):
+        checks.append(("png-metadata", check_png(out / "generated.png")))
+    expected = {"unit-active-via-sd-notify", "dbus-generate-png", "invalid-args-keep-service-up",
+                "job-survives-restart", "png-metadata"}
+    for missing in sorted(expected - {name for name, _ in checks}):
+        checks.append((missing, "never ran (guest stopped or was killed first)"))
+    if not powered_off:
+        checks.append(("guest-powers-off", f"still running after {args.timeout:.0f} s"))
+
+    for name, why in checks:
+        print(f"systest: {'PASS' if why is None else 'FAIL'} {name}" + ("" if why is None else f": {why}"))
+    failed = [name for name, why in checks if why is not None]
+    if failed:
+        for journal in ("journal-pocket-studio.txt", "journal.txt"):
+            if (out / journal).is_file():
+                print(f"---- guest {journal} (last 80 lines)")
+                print("\n".join((out / journal).read_text(errors="replace").splitlines()[-80:]))
+                break
+        else:
+            print("---- guest console (last 80 lines)")
+            console = args.work / "console.log"
+            print("\n".join(console.read_text(errors="replace").splitlines()[-80:]) if console.exists() else "(none)")
+        print(f"systest: FAILED ({len(failed)} of {len(checks)} checks)")
+        return 1
+    print(f"systest: PASS ({len(checks)} checks)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

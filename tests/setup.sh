@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what the tests need on a fresh Debian 12 machine (run as root, as
+# CI is); only what is missing is installed, so a second run is quick.
+#   x86_64 tests: dbus-daemon, systemd-analyze, setpriv, the service's
+#                 user/group, the Real-ESRGAN upscaler (numpy + onnx convert it)
+#   aarch64:      Debian's rustc-web with the arm64 standard library (rustup
+#                 has none on a fresh machine), the aarch64 linker, qemu-user
+#                 and qemu-system, mmdebstrap + arch-test for the guest rootfs,
+#                 kmod (depmod) and e2fsprogs (mke2fs -d, debugfs)
+#   Yocto layer:  oelint-adv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_packages=()
+want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || need_packages+=("$1"); }
+for pkg in dbus systemd util-linux \
+    rustc-web cargo-web gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+    qemu-user-static binfmt-support qemu-system-arm mmdebstrap arch-test kmod e2fsprogs cpio; do
+    want "$pkg"
+done
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    dpkg --add-architecture arm64
+    need_update=1
+fi
+want libstd-rust-web-dev:arm64
+want libc6:arm64
+if [ ${#need_packages[@]} -gt 0 ]; then
+    echo "setup: apt-get install ${need_packages[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+elif [ -n "${need_update:-}" ]; then
+    apt-get update -qq
+fi
+systemd-sysusers "$PWD/systemd/pocket-studio.sysusers"
+
+python3 -m pip install --quiet --disable-pip-version-check -r models/export/requirements-fetch.txt -r yocto-layer/requirements-lint.txt
+python3 models/export/fetch_upscalers.py --models realesr-animevideov3-x4

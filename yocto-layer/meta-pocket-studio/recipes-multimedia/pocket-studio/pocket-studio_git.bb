@@ -1,0 +1,68 @@
+# nooelint: oelint.var.mandatoryvar.HOMEPAGE,oelint.var.suggestedvar.BUGTRACKER,oelint.var.bbclassextend
+# The product has no public homepage or bug tracker to name yet, and this recipe is
+# target-only (a system service and its client), so there is nothing to BBCLASSEXTEND.
+SUMMARY = "Pocket Studio on-device image generator: D-Bus service and CLI"
+DESCRIPTION = "pocket-studiod serves org.pocketstudio.Studio1 on the system bus \
+               (a systemd Type=notify service running as the pocketstudio user) and turns \
+               prompts into 4K images with a Stable Diffusion class model and a Real-ESRGAN \
+               upscaler on the CPU; pocket-studio is its command-line client."
+SECTION = "multimedia"
+CVE_PRODUCT = "pocket-studio"
+# The product has no licence file yet; until it does it is treated as closed.
+LICENSE = "CLOSED"
+
+require pocket-studio-source.inc
+
+PV = "0.1.0+git"
+SRC_URI = "${POCKET_STUDIO_SRC_URI}"
+SRCREV = "${POCKET_STUDIO_SRCREV}"
+
+S = "${UNPACKDIR}/pocket-studio"
+
+inherit cargo cargo-update-recipe-crates systemd useradd features_check
+
+# crate:// SRC_URI entries and checksums for every package in Cargo.lock, written by
+# scripts/gen-crates-inc.py or `bitbake -c update_crates pocket-studio` (same output).
+require pocket-studio-crates.inc
+
+REQUIRED_DISTRO_FEATURES = "systemd"
+
+# Cargo.toml's release profile keeps incremental builds for developers; a
+# package build is a one-off, so switch them off (this overrides the profile).
+export CARGO_INCREMENTAL = "0"
+
+do_install:append() {
+    install -d ${D}${systemd_system_unitdir}
+    install -m 0644 ${S}/systemd/pocket-studio.service ${D}${systemd_system_unitdir}/pocket-studio.service
+
+    install -d ${D}${datadir}/dbus-1/system.d ${D}${datadir}/dbus-1/system-services ${D}${datadir}/dbus-1/interfaces
+    install -m 0644 ${S}/systemd/org.pocketstudio.Studio1.conf ${D}${datadir}/dbus-1/system.d/
+    install -m 0644 ${S}/systemd/org.pocketstudio.Studio1.service ${D}${datadir}/dbus-1/system-services/
+    install -m 0644 ${S}/systemd/org.pocketstudio.Studio1.xml ${D}${datadir}/dbus-1/interfaces/
+
+    install -d ${D}${nonarch_libdir}/sysusers.d ${D}${nonarch_libdir}/tmpfiles.d
+    install -m 0644 ${S}/systemd/pocket-studio.sysusers ${D}${nonarch_libdir}/sysusers.d/pocket-studio.conf
+    install -m 0644 ${S}/systemd/pocket-studio.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/pocket-studio.conf
+
+    install -d ${D}${docdir}/${BPN}
+    install -m 0644 ${S}/systemd/config.example.toml ${S}/README.md ${D}${docdir}/${BPN}/
+}
+
+SYSTEMD_SERVICE:${PN} = "pocket-studio.service"
+
+# The same account as systemd/pocket-studio.sysusers, created at rootfs time so
+# that file ownership and the D-Bus policy resolve on a read-only image too.
+USERADD_PACKAGES = "${PN}"
+GROUPADD_PARAM:${PN} = "--system pocketstudio; --system video; --system render; --system input"
+USERADD_PARAM:${PN} = "--system --gid pocketstudio --groups video,render,input \
+                       --home-dir ${localstatedir}/lib/pocket-studio --no-create-home \
+                       --shell ${base_sbindir}/nologin pocketstudio"
+
+FILES:${PN} += "${datadir}/dbus-1/system.d/org.pocketstudio.Studio1.conf \
+                ${datadir}/dbus-1/system-services/org.pocketstudio.Studio1.service \
+                ${nonarch_libdir}/sysusers.d/pocket-studio.conf \
+                ${nonarch_libdir}/tmpfiles.d/pocket-studio.conf"
+FILES:${PN}-dev += "${datadir}/dbus-1/interfaces/org.pocketstudio.Studio1.xml"
+
+RDEPENDS:${PN} += "dbus"
+RRECOMMENDS:${PN} += "pocket-studio-models"
