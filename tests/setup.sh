@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 need_packages=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || need_packages+=("$1"); }
 for pkg in dbus systemd util-linux \
-    rustc-web cargo-web gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+    rustc-web gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
     qemu-user-static binfmt-support qemu-system-arm mmdebstrap arch-test kmod e2fsprogs cpio; do
     want "$pkg"
 done
@@ -32,6 +32,13 @@ elif [ -n "${need_update:-}" ]; then
     apt-get update -qq
 fi
 systemd-sysusers "$PWD/systemd/pocket-studio.sysusers"
+
+# aarch64 programs (test children, the guest rootfs's package scripts) run
+# through binfmt_misc and qemu-user.
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
 
 python3 -m pip install --quiet --disable-pip-version-check -r models/export/requirements-fetch.txt -r yocto-layer/requirements-lint.txt
 python3 models/export/fetch_upscalers.py --models realesr-animevideov3-x4

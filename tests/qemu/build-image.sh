@@ -127,4 +127,4 @@ echo "$rootfs_key" > "$out/rootfs.key"
 fi
 # ROOTFS END
 echo "$key" > "$out/key"
-echo "guest image: done ($(du -sh "$out" | cut -f1) in $out)"
+echo "guest image: done in $SECONDS s ($(du -sh "$out" | cut -f1))"

@@ -140,8 +140,8 @@ def check_png(path: Path) -> str | None:
         return f"metadata {wrong}, expected {expected}"
     if f'"{text.get("model_sha256", "?")}"' not in manifest:
         return f"model_sha256 {text.get('model_sha256')} is not the bundle's UNet"
-    if (width, height) != (64, 64):
-        return f"size {width}x{height}, expected the bundle's native 64x64"
+    if (width, height) != (32, 32) or text.get("generated_size") != "32x32":
+        return f"size {width}x{height} (generated {text.get('generated_size')}), expected 32x32"
     if "Steps: 4" not in text.get("parameters", "") or not text.get("Software", "").startswith("pocket-studio "):
         return f"parameters/Software chunks: {text.get('parameters')!r} {text.get('Software')!r}"
     return None
@@ -169,6 +169,7 @@ def main() -> int:
     powered_off, seconds = boot(args.image, rootfs, results, args.work, args.timeout)
     print(f"systest: guest ran {seconds:.0f} s" + ("" if powered_off else ", killed at the timeout"))
     out = args.work / "results"
+    out.mkdir()
     run("debugfs", "-R", f"rdump /out {out}", str(results), capture_output=True)
     out = out / "out"
 
@@ -180,7 +181,7 @@ def main() -> int:
         checks.append((name, None if verdict == "PASS" else why or "failed"))
     if any(name == "dbus-generate-png" and why is None for name, why in checks):
         checks.append(("png-metadata", check_png(out / "generated.png")))
-    expected = {"unit-active-via-sd-notify", "dbus-generate-png", "invalid-args-keep-service-up",
+    expected = {"unit-active-via-sd-notify", "dbus-generate-png", "bad-request-refused-service-stays-up",
                 "job-survives-restart", "png-metadata"}
     for missing in sorted(expected - {name for name, _ in checks}):
         checks.append((missing, "never ran (guest stopped or was killed first)"))
