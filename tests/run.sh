@@ -43,5 +43,6 @@ guest_image() {
 phase x86_64 cargo test --release --locked
 phase aarch64 tests/qemu/cross-test.sh
 phase guest guest_image
-phase system tests/qemu/systest.py
+# Only AARCH64_OUT is taken from env.sh: its RUSTC must not reach the x86 phase.
+phase system tests/qemu/systest.py --bin "$(source tests/qemu/env.sh && echo "$AARCH64_OUT")"
 phase yocto yocto-layer/check.sh

@@ -18,9 +18,9 @@ for pkg in dbus systemd util-linux \
     qemu-user-static binfmt-support qemu-system-arm mmdebstrap arch-test kmod e2fsprogs cpio; do
     want "$pkg"
 done
+# (A new architecture always brings missing :arm64 packages, hence an update.)
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     dpkg --add-architecture arm64
-    need_update=1
 fi
 want libstd-rust-web-dev:arm64
 want libc6:arm64
@@ -28,8 +28,6 @@ if [ ${#need_packages[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need_packages[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
-elif [ -n "${need_update:-}" ]; then
-    apt-get update -qq
 fi
 systemd-sysusers "$PWD/systemd/pocket-studio.sysusers"
 

@@ -9,7 +9,7 @@ unit, reads the results disk back with debugfs and checks the PNG it made.
 Exits non-zero on any failure and prints the guest journal for the failing
 unit. Python standard library only.
 
-Usage: tests/qemu/systest.py [--bin DIR] [--image DIR] [--work DIR] [--timeout S]
+Usage: tests/qemu/systest.py --bin DIR [--image DIR] [--work DIR] [--timeout S]
 """
 
 import argparse
@@ -149,8 +149,9 @@ def check_png(path: Path) -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bin", type=Path, default=REPO / "target/cross/aarch64-unknown-linux-gnu/aarch64",
-                        help="folder with the aarch64 pocket-studiod and pocket-studio (cross-test.sh builds them)")
+    parser.add_argument("--bin", type=Path, required=True,
+                        help="folder with the aarch64 pocket-studiod and pocket-studio "
+                             "(cross-test.sh builds them; env.sh's AARCH64_OUT)")
     parser.add_argument("--image", type=Path, default=REPO / "target/qemu/image")
     parser.add_argument("--work", type=Path, default=REPO / "target/qemu/run")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before the guest is killed")

@@ -46,6 +46,9 @@ generate() {
     client call "$bus" "$root" "$iface" Generate 'a{sv}' "$@" | sed -e 's/^o "\(.*\)"$/\1/'
 }
 
+# Whether a job has reached step $2 (for wait_for).
+job_at_step() { [ "$(job_property "$1" Step)" -ge "$2" ]; }
+
 # Wait until a job reaches a final state; prints it.
 wait_final() {
     local job=$1 limit=$2 start=$SECONDS state
@@ -105,7 +108,7 @@ fi
 before="$(images | wc -l)"
 job="$(generate 6 prompt s "survives a restart" seed t 11 steps u 12 output s native width u 32 height u 32)"
 if [[ "$job" == $root/jobs/* ]] &&
-    wait_for 600 bash -c "[ \"\$(busctl --system get-property $bus $job $iface.Job Step | cut -d' ' -f2)\" -ge 2 ]"; then
+    wait_for 600 job_at_step "$job" 2; then
     systemctl restart pocket-studio.service
     wait_for 600 service_active
     state="$(wait_final "$job" 1200)"
