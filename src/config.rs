@@ -63,8 +63,17 @@ pub struct UiConfig {
     pub enabled: bool,
     /// `auto` or a `/dev/dri/cardN` path.
     pub card: String,
-    /// Screen rotation in degrees (0, 90, 180, 270).
+    /// Screen rotation in degrees clockwise (0, 90, 180, 270).
     pub rotation: u32,
+    /// `auto` (the output's preferred mode) or `WxH`.
+    pub mode: String,
+    /// `auto` (DejaVu Sans where the distribution puts it) or a TTF path.
+    pub font: String,
+    /// Input device files; empty = every device of udev seat0.
+    pub input: Vec<String>,
+    /// libinput touch calibration matrix (6 numbers), for panels whose
+    /// touch layer is not aligned with the picture.
+    pub touch_calibration: Option<[f32; 6]>,
 }
 
 /// `[camera]`: the V4L2 capture device.
@@ -121,6 +130,10 @@ impl Default for UiConfig {
             enabled: true,
             card: "auto".into(),
             rotation: 0,
+            mode: "auto".into(),
+            font: "auto".into(),
+            input: Vec::new(),
+            touch_calibration: None,
         }
     }
 }
@@ -182,6 +195,12 @@ impl Config {
             return Err(format!(
                 "ui.rotation = {} must be 0, 90, 180 or 270",
                 self.ui.rotation
+            ));
+        }
+        if self.ui.mode != "auto" && crate::ui::drm::parse_mode(&self.ui.mode).is_none() {
+            return Err(format!(
+                "ui.mode = {:?} must be \"auto\" or WIDTHxHEIGHT",
+                self.ui.mode
             ));
         }
         Ok(())

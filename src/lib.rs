@@ -13,6 +13,7 @@ pub mod produce;
 pub mod service;
 pub mod store;
 pub mod studio;
+pub mod ui;
 
 pub use bundle::{Bundle, BundleInfo};
 pub use error::{Error, ModelFault, Result};

@@ -360,6 +360,11 @@ impl Studio {
         self.lock().jobs.get(&id).map(|j| j.status.clone())
     }
 
+    /// A job's prompt, for front-ends that show jobs others submitted.
+    pub fn prompt(&self, id: u64) -> Option<String> {
+        self.lock().jobs.get(&id).map(|j| j.spec.prompt.clone())
+    }
+
     /// Known job numbers, oldest first.
     pub fn jobs(&self) -> Vec<u64> {
         self.lock().jobs.keys().copied().collect()

@@ -1,0 +1,151 @@
+//! The on-screen keyboard: two pages (letters; numbers and symbols), a
+//! one-shot shift, backspace (repeats while held, see the app), space and
+//! enter. Layout and typing rules live here; the app decides when a key is
+//! pressed.
+
+use super::app::Action;
+use super::scene::Area;
+use super::theme::TextStep;
+use super::widgets::{Builder, Kind};
+
+/// One key's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// Types a character (letters follow shift).
+    Char(char),
+    /// Toggles upper case for the next letter.
+    Shift,
+    /// Deletes the last character.
+    Backspace,
+    /// Types a space.
+    Space,
+    /// Submits (Generate).
+    Enter,
+    /// Switches page.
+    Page(Page),
+}
+
+/// Which set of keys shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Page {
+    /// a-z.
+    #[default]
+    Letters,
+    /// 0-9 and punctuation.
+    Symbols,
+}
+
+/// Page and shift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Keyboard {
+    /// Visible page.
+    pub page: Page,
+    /// Next letter upper case.
+    pub shifted: bool,
+}
+
+/// Longest prompt the keyboard types (the tokenizer truncates far earlier;
+/// this keeps a stuck key from growing a string without bound).
+pub const MAX_PROMPT_CHARS: usize = 400;
+
+impl Keyboard {
+    /// Apply a key to `text`; true when it was Enter.
+    pub fn press(&mut self, key: Key, text: &mut String) -> bool {
+        let room = text.chars().count() < MAX_PROMPT_CHARS;
+        match key {
+            Key::Char(c) if room => {
+                if self.shifted && c.is_alphabetic() {
+                    text.extend(c.to_uppercase());
+                    self.shifted = false;
+                } else {
+                    text.push(c);
+                }
+            }
+            Key::Space if room => text.push(' '),
+            Key::Char(_) | Key::Space => {}
+            Key::Backspace => {
+                text.pop();
+            }
+            Key::Shift => self.shifted = !self.shifted,
+            Key::Page(page) => {
+                self.page = page;
+                self.shifted = false;
+            }
+            Key::Enter => return true,
+        }
+        false
+    }
+
+    /// Rows of (key, width in key units); every row spans 10 units.
+    fn rows(&self) -> Vec<Vec<(Key, f32)>> {
+        let chars = |s: &str| s.chars().map(|c| (Key::Char(c), 1.0)).collect::<Vec<_>>();
+        match self.page {
+            Page::Letters => vec![
+                chars("qwertyuiop"),
+                chars("asdfghjkl"),
+                [vec![(Key::Shift, 1.5)], chars("zxcvbnm"), vec![(Key::Backspace, 1.5)]].concat(),
+                vec![
+                    (Key::Page(Page::Symbols), 1.5),
+                    (Key::Char(','), 1.0),
+                    (Key::Space, 5.0),
+                    (Key::Char('.'), 1.0),
+                    (Key::Enter, 1.5),
+                ],
+            ],
+            Page::Symbols => vec![
+                chars("1234567890"),
+                chars("-/:;()&@\""),
+                [vec![(Key::Char('%'), 1.5)], chars("_?!'#+="), vec![(Key::Backspace, 1.5)]].concat(),
+                vec![
+                    (Key::Page(Page::Letters), 1.5),
+                    (Key::Char(','), 1.0),
+                    (Key::Space, 5.0),
+                    (Key::Char('.'), 1.0),
+                    (Key::Enter, 1.5),
+                ],
+            ],
+        }
+    }
+
+    fn label(&self, key: Key) -> String {
+        match key {
+            Key::Char(c) if self.shifted => c.to_uppercase().collect(),
+            Key::Char(c) => c.to_string(),
+            Key::Shift => "⇧".into(),
+            Key::Backspace => "⌫".into(),
+            Key::Space => "space".into(),
+            Key::Enter => "Go".into(),
+            Key::Page(Page::Symbols) => "?123".into(),
+            Key::Page(Page::Letters) => "ABC".into(),
+        }
+    }
+
+    /// Draw the keyboard into `area` and register every key.
+    pub fn build(&self, b: &mut Builder<'_>, area: Area) {
+        let gap = b.metrics.space(1);
+        let rows = self.rows();
+        let row_height = (area.h as f32 - gap * (rows.len() as f32 - 1.0)) / rows.len() as f32;
+        let unit = (area.w as f32 - gap * 9.0) / 10.0;
+        for (r, row) in rows.iter().enumerate() {
+            let units: f32 = row.iter().map(|(_, w)| w).sum();
+            let row_width = units * unit + (row.len() as f32 - 1.0) * gap + (units - row.len() as f32) * gap;
+            let mut x = area.x as f32 + (area.w as f32 - row_width) / 2.0;
+            let y = area.y as f32 + r as f32 * (row_height + gap);
+            for &(key, width) in row {
+                let w = width * unit + (width - 1.0) * gap;
+                let cell = Area::new(x, y, w, row_height);
+                let kind = match key {
+                    Key::Enter => Kind::Primary,
+                    Key::Shift if self.shifted => Kind::Selected,
+                    _ => Kind::Plain,
+                };
+                let step = match key {
+                    Key::Char(_) | Key::Shift | Key::Backspace => TextStep::Key,
+                    _ => TextStep::Body,
+                };
+                b.button(cell, &self.label(key), kind, step, Action::Key(key));
+                x += w + gap;
+            }
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Runs the touch UI against the Studio core: feeds input and core events
+//! into the [`App`], carries out its commands (submit, cancel, delete,
+//! decode thumbnails on a loader thread), and renders changed areas to the
+//! surface. Used by the service with the KMS surface and by tests and
+//! `screenshot` with the headless one; no decoding of gallery PNGs ever
+//! happens on this thread.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tiny_skia::Pixmap;
+use tokio::sync::broadcast;
+
+use super::UiError;
+use super::app::{App, Command, Status};
+use super::input::UiEvent;
+use super::scene::{Area, Picture, Renderer};
+use super::surface::Surface;
+use super::text::Font;
+use crate::pipeline::Image;
+use crate::pipeline::output::resample_exact;
+use crate::store::{read_png, write_png};
+use crate::studio::{Event, Studio};
+use crate::{Error, Result as CoreResult};
+
+/// How often the status line re-reads free space and the queue.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// A decode request for the loader thread.
+struct Load {
+    id: String,
+    source: PathBuf,
+    width: u32,
+    height: u32,
+    thumbnail: bool,
+}
+
+/// A decoded picture (or why not).
+struct Loaded {
+    id: String,
+    thumbnail: bool,
+    result: CoreResult<Image>,
+}
+
+/// Frame-time figures for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameStats {
+    /// Frames rendered.
+    pub frames: u64,
+    /// Slowest render + present.
+    pub slowest: Duration,
+    /// The last one.
+    pub last: Duration,
+}
+
+/// See the module doc.
+pub struct Runtime {
+    studio: Arc<Studio>,
+    app: App,
+    font: Font,
+    renderer: Renderer,
+    surface: Box<dyn Surface>,
+    events: broadcast::Receiver<Event>,
+    loads: mpsc::Sender<Load>,
+    loaded: mpsc::Receiver<Loaded>,
+    status_read: Option<Instant>,
+    next_key: u64,
+    stats: FrameStats,
+    cache_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("surface", &self.surface.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A UI on `surface` for `studio`; thumbnails are cached under
+    /// `cache_dir`.
+    pub fn new(studio: Arc<Studio>, surface: Box<dyn Surface>, font: Font, cache_dir: PathBuf) -> Result<Self, UiError> {
+        let (width, height) = surface.size();
+        let renderer = Renderer::new(width, height)
+            .ok_or_else(|| UiError::Display(format!("bad frame size {width}x{height}")))?;
+        let (loads, requests) = mpsc::channel::<Load>();
+        let (done, loaded) = mpsc::channel::<Loaded>();
+        std::thread::Builder::new()
+            .name("ui-loader".into())
+            .spawn({
+                let cache_dir = cache_dir.clone();
+                move || loader(requests, done, cache_dir)
+            })
+            .map_err(|e| UiError::Display(format!("cannot start the image loader: {e}")))?;
+        let events = studio.subscribe();
+        let mut runtime = Runtime {
+            app: App::new(width, height),
+            studio,
+            font,
+            renderer,
+            surface,
+            events,
+            loads,
+            loaded,
+            status_read: None,
+            next_key: 1,
+            stats: FrameStats::default(),
+            cache_dir,
+        };
+        runtime.refresh_gallery();
+        runtime.follow_running_job();
+        Ok(runtime)
+    }
+
+    /// The UI state (tests read screens, areas and the prompt from it).
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Frame timings so far.
+    pub fn stats(&self) -> FrameStats {
+        self.stats
+    }
+
+    /// One input event.
+    pub fn feed(&mut self, event: UiEvent, now: Instant) {
+        match event {
+            UiEvent::Press { x, y } => self.app.press(x, y, now),
+            UiEvent::Move { x, y } => self.app.motion(x, y),
+            UiEvent::Release => self.app.release(now),
+            UiEvent::Key(key) => self.app.key(key),
+        }
+    }
+
+    /// When the loop should wake at the latest (long press, key repeat).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.app.deadline()
+    }
+
+    /// Take in core events and decoded pictures, let time pass, run
+    /// commands, and draw what changed.
+    pub fn pump(&mut self, now: Instant) -> Result<(), UiError> {
+        self.app.tick(now);
+        self.drain_events();
+        while let Ok(loaded) = self.loaded.try_recv() {
+            match loaded.result {
+                Ok(image) => {
+                    let picture = self.picture(&image);
+                    if loaded.thumbnail {
+                        self.app.thumbnail_ready(loaded.id, picture);
+                    } else {
+                        self.app.full_ready(loaded.id, picture);
+                    }
+                }
+                Err(e) => self.app.load_failed(&loaded.id, &e),
+            }
+        }
+        if self.status_read.is_none_or(|t| now.duration_since(t) >= STATUS_EVERY) {
+            self.status_read = Some(now);
+            self.app.set_status(self.read_status());
+        }
+        self.run_commands();
+        self.draw()?;
+        // Drawing can ask for thumbnails of newly visible cells.
+        self.run_commands();
+        Ok(())
+    }
+
+    fn read_status(&self) -> Status {
+        Status {
+            model: match self.studio.model() {
+                Ok(info) => info.name.clone(),
+                Err(_) => "no model".into(),
+            },
+            queued: self.studio.queue_length(),
+            bytes_free: self.studio.gallery().bytes_free().ok(),
+        }
+    }
+
+    fn drain_events(&mut self) {
+        loop {
+            match self.events.try_recv() {
+                Ok(Event::Changed(status)) => {
+                    let prompt = self.studio.prompt(status.id).unwrap_or_default();
+                    self.app.job_changed(status, &prompt);
+                    self.status_read = None;
+                }
+                Ok(Event::Preview { id, png }) => {
+                    if let Ok(pixmap) = Pixmap::decode_png(&png) {
+                        let picture = self.wrap(pixmap);
+                        self.app.job_preview(id, picture);
+                    }
+                }
+                Ok(Event::Finished { .. }) => self.status_read = None,
+                Ok(Event::ImageSaved { .. }) => {
+                    self.refresh_gallery();
+                    self.status_read = None;
+                }
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    log::debug!("ui: skipped {missed} core events");
+                    self.refresh_gallery();
+                    self.follow_running_job();
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn refresh_gallery(&mut self) {
+        let gallery = self.studio.gallery();
+        self.app.set_gallery(gallery.list(0, gallery.len()));
+    }
+
+    fn follow_running_job(&mut self) {
+        for id in self.studio.jobs() {
+            if let Some(status) = self.studio.status(id)
+                && !status.state.is_final()
+            {
+                let prompt = self.studio.prompt(id).unwrap_or_default();
+                self.app.job_changed(status, &prompt);
+            }
+        }
+    }
+
+    fn run_commands(&mut self) {
+        for command in self.app.take_commands() {
+            match command {
+                Command::Submit(spec) => {
+                    let result = self.studio.submit(spec);
+                    if let Ok(id) = result {
+                        log::info!("ui: submitted job {id}");
+                    }
+                    self.app.submitted(result);
+                    self.status_read = None;
+                }
+                Command::Cancel(id) => {
+                    if let Err(e) = self.studio.cancel(id) {
+                        log::warn!("ui: cancel job {id}: {e}");
+                    }
+                }
+                Command::Delete(id) => {
+                    let result = self.studio.gallery().delete(&id);
+                    if result.is_ok() {
+                        log::info!("ui: deleted image {id}");
+                        self.forget_thumbnails(&id);
+                    }
+                    self.app.deleted(&id, result);
+                    self.refresh_gallery();
+                    self.status_read = None;
+                }
+                Command::LoadThumbnail { id, width, height } => self.load(id, width, height, true),
+                Command::LoadFull { id, width, height } => self.load(id, width, height, false),
+            }
+        }
+    }
+
+    fn forget_thumbnails(&self, id: &str) {
+        let dir = self.cache_dir.join("thumbnails");
+        let prefix = format!("{id}-");
+        for item in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if item.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(item.path());
+            }
+        }
+    }
+
+    fn load(&mut self, id: String, width: u32, height: u32, thumbnail: bool) {
+        match self.studio.gallery().path_of(&id) {
+            Ok(source) => {
+                let _ = self.loads.send(Load {
+                    id,
+                    source,
+                    width,
+                    height,
+                    thumbnail,
+                });
+            }
+            Err(e) => self.app.load_failed(&id, &e),
+        }
+    }
+
+    fn picture(&mut self, image: &Image) -> Picture {
+        let mut pixmap = Pixmap::new(image.width.max(1), image.height.max(1)).unwrap_or_else(|| {
+            Pixmap::new(1, 1).expect("1x1 pixmap")
+        });
+        for (px, rgb) in pixmap.data_mut().chunks_exact_mut(4).zip(image.rgb.chunks_exact(3)) {
+            px.copy_from_slice(&[rgb[0], rgb[1], rgb[2], 255]);
+        }
+        self.wrap(pixmap)
+    }
+
+    fn wrap(&mut self, pixmap: Pixmap) -> Picture {
+        self.next_key += 1;
+        Picture {
+            key: self.next_key,
+            pixmap: Arc::new(pixmap),
+        }
+    }
+
+    /// Render and present if anything changed; returns the damaged areas.
+    pub fn draw(&mut self) -> Result<Vec<Area>, UiError> {
+        if !self.app.needs_redraw() {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let nodes = self.app.scene(&self.font);
+        let damage = self.renderer.render(nodes, &self.font);
+        self.surface.present(self.renderer.frame(), &damage)?;
+        let took = started.elapsed();
+        self.stats.frames += 1;
+        self.stats.last = took;
+        self.stats.slowest = self.stats.slowest.max(took);
+        Ok(damage)
+    }
+
+    /// Repaint everything on the next draw (a display came back).
+    pub fn invalidate(&mut self) {
+        self.renderer.invalidate();
+    }
+}
+
+/// The loader thread: decode (or read the cached thumbnail), resample,
+/// send back. Ends when the runtime drops its sender.
+fn loader(requests: mpsc::Receiver<Load>, done: mpsc::Sender<Loaded>, cache_dir: PathBuf) {
+    let thumbs = cache_dir.join("thumbnails");
+    while let Ok(load) = requests.recv() {
+        let cache = thumbs.join(format!("{}-{}x{}.png", load.id, load.width, load.height));
+        let result = if load.thumbnail && cache.is_file() {
+            read_png(&cache)
+        } else {
+            let made = read_png(&load.source).and_then(|image| resample_exact(&image, load.width, load.height));
+            if let (true, Ok(image)) = (load.thumbnail, &made) {
+                let saved = std::fs::create_dir_all(&thumbs)
+                    .map_err(|e| Error::io(&thumbs, e))
+                    .and_then(|()| write_png(&cache, image, &[]));
+                if let Err(e) = saved {
+                    log::debug!("ui: thumbnail cache: {e}");
+                }
+            }
+            made
+        };
+        if done
+            .send(Loaded {
+                id: load.id,
+                thumbnail: load.thumbnail,
+                result,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+}
