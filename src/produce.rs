@@ -58,16 +58,30 @@ pub struct Produced {
     pub timings: Timings,
 }
 
-impl Producer {
-    /// Check a spec and fill in every default, without running anything:
-    /// the same refusals `produce` would give, before any model work.
-    pub fn plan(&self, spec: &JobSpec, init_latents: Option<Vec<f32>>) -> Result<Plan> {
+/// The sizes a job spec resolves to, before any model work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    /// 4K or native.
+    pub output: OutputKind,
+    /// What the model generates.
+    pub generated: (u32, u32),
+    /// What is saved.
+    pub saved: (u32, u32),
+}
+
+impl Sizes {
+    /// Resolve `spec` against the bundle and the default output kind; the
+    /// Studio uses it to refuse a job at once when the disk cannot hold it.
+    pub fn of(
+        spec: &JobSpec,
+        default_output: OutputKind,
+        info: &crate::BundleInfo,
+    ) -> Result<Self> {
         let output = match &spec.output {
             Some(name) => OutputKind::from_name(name)?,
-            None => self.default_output,
+            None => default_output,
         };
-        let info = self.pipeline.info();
-        let (width, height) = match (spec.width, spec.height) {
+        let generated = match (spec.width, spec.height) {
             (Some(w), Some(h)) => (w, h),
             (w, h) => {
                 let aspect = spec
@@ -80,6 +94,25 @@ impl Producer {
                 (w.unwrap_or(gw), h.unwrap_or(gh))
             }
         };
+        let saved = match output {
+            OutputKind::FourK => Aspect::of(generated.0, generated.1).four_k(),
+            OutputKind::Native => generated,
+        };
+        Ok(Sizes {
+            output,
+            generated,
+            saved,
+        })
+    }
+}
+
+impl Producer {
+    /// Check a spec and fill in every default, without running anything:
+    /// the same refusals `produce` would give, before any model work.
+    pub fn plan(&self, spec: &JobSpec, init_latents: Option<Vec<f32>>) -> Result<Plan> {
+        let info = self.pipeline.info();
+        let sizes = Sizes::of(spec, self.default_output, info)?;
+        let (output, (width, height)) = (sizes.output, sizes.generated);
         let seed = spec.seed.unwrap_or(0);
         let request = Request {
             prompt: spec.prompt.clone(),
@@ -97,15 +130,11 @@ impl Producer {
             init_latents,
         };
         let settings = self.pipeline.resolve(&request)?;
-        let (final_w, final_h) = match output {
-            OutputKind::FourK => Aspect::of(width, height).four_k(),
-            OutputKind::Native => (width, height),
-        };
         Ok(Plan {
             request,
             settings,
             output,
-            size: (final_w, final_h),
+            size: sizes.saved,
         })
     }
 

@@ -175,6 +175,7 @@ struct Shared {
 pub struct Studio {
     shared: Arc<Shared>,
     gallery: Arc<Gallery>,
+    default_output: OutputKind,
     /// The loaded bundle, or the file at fault and why it is unusable.
     model: std::result::Result<crate::BundleInfo, (PathBuf, String)>,
     upscaler_name: Option<String>,
@@ -275,6 +276,7 @@ impl Studio {
         Ok(Studio {
             shared,
             gallery,
+            default_output,
             model,
             upscaler_name,
             worker,
@@ -287,6 +289,9 @@ impl Studio {
             Error::model(file, crate::error::ModelFault::Invalid(reason.clone()))
         })?;
         validate(&spec)?;
+        // Refuse at once what the disk cannot hold, rather than fail later.
+        let (width, height) = crate::produce::Sizes::of(&spec, self.default_output, info)?.saved;
+        self.gallery.check_room(width, height)?;
         spec.seed.get_or_insert_with(random_seed);
         let mut queue = self.lock();
         let open = queue

@@ -1,7 +1,7 @@
 //! `pocket-studiod`: the system service.
 //!
 //! config -> Studio (models loaded, journal replayed) -> D-Bus interfaces
-//! served, then the name taken -> `READY=1`. The systemd watchdog is fed from
+//! served, then the name taken -> touch UI thread -> `READY=1`. The systemd watchdog is fed from
 //! the event loop only while the inference worker also shows life.
 
 use std::path::PathBuf;
@@ -59,10 +59,17 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<()> {
     let config = Config::load_or_default(args.config.as_deref())?;
     let _ = sd_notify::notify(&[NotifyState::Status("loading models")]);
-    let studio = tokio::task::spawn_blocking(move || Studio::start(&config))
-        .await
-        .context("model loading panicked")??;
+    let studio = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || Studio::start(&config)
+    })
+    .await
+    .context("model loading panicked")??;
     let studio = Arc::new(studio);
+
+    // The touch UI is a second front-end on its own thread; without a
+    // display it runs headless and D-Bus serves regardless.
+    let ui = pocket_studio::ui::spawn(studio.clone(), &config);
 
     let builder = match (&args.bus, args.session) {
         (Some(address), _) => zbus::connection::Builder::address(address.as_str()),
@@ -72,7 +79,10 @@ async fn run(args: Args) -> Result<()> {
     // Interfaces exist before the name is taken, so no caller sees a
     // half-served object.
     let connection = builder
-        .serve_at(OBJECT_PATH, Manager::new(studio.clone()))
+        .serve_at(
+            OBJECT_PATH,
+            Manager::new(studio.clone()).with_screen(ui.as_ref().map(|u| u.screen())),
+        )
         .name(BUS_NAME)
         .build()
         .await
@@ -118,6 +128,7 @@ async fn run(args: Args) -> Result<()> {
     }
     log::info!("stopping");
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    drop(ui);
     drop(connection);
     drop(studio);
     Ok(())

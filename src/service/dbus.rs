@@ -224,12 +224,22 @@ pub fn parse_request(request: &HashMap<String, OwnedVariant>) -> Result<JobSpec,
 /// The manager object at [`OBJECT_PATH`].
 pub struct Manager {
     studio: Arc<Studio>,
+    screen: Option<crate::ui::headless::Headless>,
 }
 
 impl Manager {
     /// Serve this Studio.
     pub fn new(studio: Arc<Studio>) -> Self {
-        Manager { studio }
+        Manager {
+            studio,
+            screen: None,
+        }
+    }
+
+    /// Let `Screenshot` read what the touch UI shows.
+    pub fn with_screen(mut self, screen: Option<crate::ui::headless::Headless>) -> Self {
+        self.screen = screen;
+        self
     }
 }
 
@@ -309,6 +319,19 @@ impl Manager {
         let path = self.studio.gallery().path_of(id)?;
         let file = std::fs::File::open(&path).map_err(|e| CallError::from(Error::io(&path, e)))?;
         Ok(zbus::OwnedFd::from(std::os::fd::OwnedFd::from(file)))
+    }
+
+    /// A PNG of what the touch UI shows now: the display's frame, or the
+    /// headless frame when no display is connected.
+    async fn screenshot(&self) -> Result<Vec<u8>, CallError> {
+        let screen = self.screen.as_ref().ok_or_else(|| {
+            CallError::Standard(zbus::fdo::Error::NotSupported(
+                "the touch UI is off (disabled in the config, or no font)".into(),
+            ))
+        })?;
+        screen
+            .png()
+            .map_err(|e| CallError::Standard(zbus::fdo::Error::Failed(e.to_string())))
     }
 
     /// Service version.

@@ -217,6 +217,21 @@ impl App {
         }
     }
 
+    /// The screen changed size (another display); lay out again.
+    pub fn resize(&mut self, width: u32, height: u32) {
+        (self.width, self.height) = (width, height);
+        self.thumbnails.clear();
+        self.requested.clear();
+        self.full = None;
+        self.scroll = 0.0;
+        self.dirty = true;
+    }
+
+    /// Draw again on the next scene (the surface lost its pixels).
+    pub fn redraw(&mut self) {
+        self.dirty = true;
+    }
+
     /// Logical screen size.
     pub fn size(&self) -> (u32, u32) {
         (self.width, self.height)
@@ -257,9 +272,19 @@ impl App {
         self.scroll
     }
 
-    /// Where `action` was drawn in the last scene (for scripted taps).
+    /// Whether the thumbnail of gallery image `id` has arrived.
+    pub fn has_thumbnail(&self, id: &str) -> bool {
+        self.thumbnails.contains_key(id)
+    }
+
+    /// Where `action` was drawn in the last scene, topmost first (for
+    /// scripted taps).
     pub fn area_of(&self, action: &Action) -> Option<Area> {
-        self.hits.iter().find(|(_, a)| a == action).map(|(r, _)| *r)
+        self.hits
+            .iter()
+            .rev()
+            .find(|(_, a)| a == action)
+            .map(|(r, _)| *r)
     }
 
     /// Commands produced since the last call.
@@ -490,10 +515,7 @@ impl App {
     /// the UI follows nothing running). `prompt` is the job's prompt.
     pub fn job_changed(&mut self, status: JobStatus, prompt: &str) {
         let follows_it = self.job.as_ref().is_some_and(|j| j.status.id == status.id);
-        let free_to_follow = self
-            .job
-            .as_ref()
-            .is_none_or(|j| j.status.state.is_final());
+        let free_to_follow = self.job.as_ref().is_none_or(|j| j.status.state.is_final());
         if !follows_it {
             if !(free_to_follow && status.state == JobState::Running) {
                 return;
@@ -651,15 +673,16 @@ fn problem(error: &Error) -> Dialog {
     }
 }
 
-/// Bytes as a person reads them: "812 MB", "12.4 GB".
+/// Bytes as a person reads them: "812 MB", "12.4 GB" (a no-break space
+/// keeps the number and unit on one line when text wraps).
 pub fn human_bytes(bytes: u64) -> String {
     const MB: f64 = 1e6;
     let b = bytes as f64;
     if b >= 1e9 {
-        format!("{:.1} GB", b / 1e9)
+        format!("{:.1}\u{a0}GB", b / 1e9)
     } else if b >= 10.0 * MB {
-        format!("{:.0} MB", b / MB)
+        format!("{:.0}\u{a0}MB", b / MB)
     } else {
-        format!("{:.1} MB", b / MB)
+        format!("{:.1}\u{a0}MB", b / MB)
     }
 }

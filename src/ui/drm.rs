@@ -134,9 +134,12 @@ impl DrmSurface {
             .chain(connector.encoders().iter().copied())
             .filter_map(|e| card.get_encoder(e).ok())
             .find_map(|encoder| {
-                encoder
-                    .crtc()
-                    .or_else(|| resources.filter_crtcs(encoder.possible_crtcs()).first().copied())
+                encoder.crtc().or_else(|| {
+                    resources
+                        .filter_crtcs(encoder.possible_crtcs())
+                        .first()
+                        .copied()
+                })
             })
             .ok_or_else(|| UiError::Display("no CRTC can drive the output".into()))?;
         let saved = card.get_crtc(crtc).map_err(|e| io("read CRTC", e))?;
@@ -162,8 +165,14 @@ impl DrmSurface {
             })
         };
         let buffers = vec![make(&card)?, make(&card)?];
-        card.set_crtc(crtc, Some(buffers[0].framebuffer), (0, 0), &[connector.handle()], Some(mode))
-            .map_err(|e| io("set mode (is another program the DRM master?)", e))?;
+        card.set_crtc(
+            crtc,
+            Some(buffers[0].framebuffer),
+            (0, 0),
+            &[connector.handle()],
+            Some(mode),
+        )
+        .map_err(|e| io("set mode (is another program the DRM master?)", e))?;
         log::info!(
             "display: {} {}x{}@{} on {}",
             connector.interface().as_str(),
@@ -185,6 +194,11 @@ impl DrmSurface {
             rotation: rotation % 360,
             physical,
         })
+    }
+
+    /// The mode's size on the panel (before rotation).
+    pub fn physical_size(&self) -> (u32, u32) {
+        self.physical
     }
 
     fn wait_for_flip(&mut self) {
@@ -288,7 +302,13 @@ impl Surface for DrmSurface {
                 // Some drivers cannot flip; setting the CRTC works everywhere.
                 log::debug!("page flip failed ({e}); setting the CRTC instead");
                 self.card
-                    .set_crtc(self.crtc, Some(framebuffer), (0, 0), &[self.connector], Some(self.mode))
+                    .set_crtc(
+                        self.crtc,
+                        Some(framebuffer),
+                        (0, 0),
+                        &[self.connector],
+                        Some(self.mode),
+                    )
                     .map_err(|e| UiError::Display(format!("set CRTC: {e}")))?;
             }
         }
@@ -323,16 +343,38 @@ impl Drop for DrmSurface {
 fn physical_area(area: &Area, physical: (u32, u32), rotation: u32) -> Area {
     let (pw, ph) = (physical.0 as i32, physical.1 as i32);
     match rotation {
-        90 => Area { x: pw - area.bottom(), y: area.x, w: area.h, h: area.w },
-        180 => Area { x: pw - area.right(), y: ph - area.bottom(), w: area.w, h: area.h },
-        270 => Area { x: area.y, y: ph - area.right(), w: area.h, h: area.w },
+        90 => Area {
+            x: pw - area.bottom(),
+            y: area.x,
+            w: area.h,
+            h: area.w,
+        },
+        180 => Area {
+            x: pw - area.right(),
+            y: ph - area.bottom(),
+            w: area.w,
+            h: area.h,
+        },
+        270 => Area {
+            x: area.y,
+            y: ph - area.right(),
+            w: area.h,
+            h: area.w,
+        },
         _ => *area,
     }
 }
 
 /// Copy one logical area of the (opaque, premultiplied RGBA) frame into an
 /// XRGB8888 scanout buffer, rotating clockwise by `rotation`.
-pub fn copy_area(frame: &Pixmap, area: &Area, target: &mut [u8], pitch: usize, physical: (u32, u32), rotation: u32) {
+pub fn copy_area(
+    frame: &Pixmap,
+    area: &Area,
+    target: &mut [u8],
+    pitch: usize,
+    physical: (u32, u32),
+    rotation: u32,
+) {
     let stride = frame.width() as usize * 4;
     let source = frame.data();
     let (pw, ph) = (physical.0 as usize, physical.1 as usize);

@@ -154,7 +154,10 @@ mod tests {
         let mut t = Tracker::default();
         t.down(10.0, 10.0, t0, false);
         assert_eq!(t.moved(14.0, 12.0), None, "within slop");
-        assert_eq!(t.up(t0 + Duration::from_millis(100)), Some(Gesture::Tap { x: 10.0, y: 10.0 }));
+        assert_eq!(
+            t.up(t0 + Duration::from_millis(100)),
+            Some(Gesture::Tap { x: 10.0, y: 10.0 })
+        );
 
         t.down(10.0, 10.0, t0, false);
         assert_eq!(t.tick(t0 + Duration::from_millis(500)), None);
@@ -185,7 +188,10 @@ mod tests {
         assert_eq!(t.tick(t0 + REPEAT_DELAY / 2), None);
         assert_eq!(t.tick(t0 + REPEAT_DELAY), Some(Gesture::Repeat));
         assert_eq!(t.tick(t0 + REPEAT_DELAY + REPEAT_EVERY / 2), None);
-        assert_eq!(t.tick(t0 + REPEAT_DELAY + REPEAT_EVERY), Some(Gesture::Repeat));
+        assert_eq!(
+            t.tick(t0 + REPEAT_DELAY + REPEAT_EVERY),
+            Some(Gesture::Repeat)
+        );
         assert_eq!(t.up(t0 + REPEAT_DELAY * 3), None, "repeat replaces the tap");
     }
 }

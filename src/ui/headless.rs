@@ -19,7 +19,9 @@ pub struct Headless {
 
 impl std::fmt::Debug for Headless {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Headless").field("size", &self.size()).finish()
+        f.debug_struct("Headless")
+            .field("size", &self.size())
+            .finish()
     }
 }
 
@@ -31,6 +33,27 @@ impl Headless {
         Ok(Headless {
             frame: Arc::new(Mutex::new(frame)),
         })
+    }
+
+    /// Make the frame `width` x `height` (black); clones see the change.
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), UiError> {
+        let frame = Pixmap::new(width, height)
+            .ok_or_else(|| UiError::Display(format!("bad frame size {width}x{height}")))?;
+        *self.lock() = frame;
+        Ok(())
+    }
+
+    /// The frame as PNG bytes.
+    pub fn png(&self) -> Result<Vec<u8>, UiError> {
+        self.lock()
+            .encode_png()
+            .map_err(|e| UiError::Display(format!("encode PNG: {e}")))
+    }
+
+    /// The frame's size now.
+    pub fn size_now(&self) -> (u32, u32) {
+        let frame = self.lock();
+        (frame.width(), frame.height())
     }
 
     /// A copy of what the "screen" shows now.
@@ -57,7 +80,9 @@ impl Surface for Headless {
     fn present(&mut self, frame: &Pixmap, damage: &[Area]) -> Result<(), UiError> {
         let mut shown = self.lock();
         if (shown.width(), shown.height()) != (frame.width(), frame.height()) {
-            return Err(UiError::Display("frame size does not match the surface".into()));
+            return Err(UiError::Display(
+                "frame size does not match the surface".into(),
+            ));
         }
         let stride = frame.width() as usize * 4;
         let target = shown.data_mut();

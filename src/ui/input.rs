@@ -89,13 +89,19 @@ pub struct Input {
 
 impl std::fmt::Debug for Input {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Input").field("devices", &self.devices).finish_non_exhaustive()
+        f.debug_struct("Input")
+            .field("devices", &self.devices)
+            .finish_non_exhaustive()
     }
 }
 
 impl Input {
     /// Open the udev seat (`devices` empty) or the listed device files.
-    pub fn open(devices: &[String], orientation: Orientation, calibration: Option<[f32; 6]>) -> Result<Self, UiError> {
+    pub fn open(
+        devices: &[String],
+        orientation: Orientation,
+        calibration: Option<[f32; 6]>,
+    ) -> Result<Self, UiError> {
         let libinput = if devices.is_empty() {
             let mut li = Libinput::new_with_udev(Opener);
             li.udev_assign_seat("seat0")
@@ -187,7 +193,10 @@ impl Input {
             }
             Event::Pointer(PointerEvent::Motion(e)) => {
                 let (lw, lh) = (pw as f64, ph as f64);
-                self.cursor = ((self.cursor.0 + e.dx()).clamp(0.0, lw - 1.0), (self.cursor.1 + e.dy()).clamp(0.0, lh - 1.0));
+                self.cursor = (
+                    (self.cursor.0 + e.dx()).clamp(0.0, lw - 1.0),
+                    (self.cursor.1 + e.dy()).clamp(0.0, lh - 1.0),
+                );
                 self.pointer_moved(out);
             }
             Event::Pointer(PointerEvent::MotionAbsolute(e)) => {
@@ -233,7 +242,12 @@ const KEY_RIGHTSHIFT: u32 = 54;
 
 /// A US-layout key code as typed text (development keyboards).
 fn key_input(code: u32, shift: bool) -> Option<KeyInput> {
-    const ROWS: [(u32, &str); 4] = [(2, "1234567890-="), (16, "qwertyuiop[]"), (30, "asdfghjkl;'"), (44, "zxcvbnm,./")];
+    const ROWS: [(u32, &str); 4] = [
+        (2, "1234567890-="),
+        (16, "qwertyuiop[]"),
+        (30, "asdfghjkl;'"),
+        (44, "zxcvbnm,./"),
+    ];
     match code {
         1 => return Some(KeyInput::Escape),
         14 => return Some(KeyInput::Backspace),
@@ -242,7 +256,10 @@ fn key_input(code: u32, shift: bool) -> Option<KeyInput> {
         _ => {}
     }
     for (first, chars) in ROWS {
-        if let Some(c) = code.checked_sub(first).and_then(|i| chars.chars().nth(i as usize)) {
+        if let Some(c) = code
+            .checked_sub(first)
+            .and_then(|i| chars.chars().nth(i as usize))
+        {
             return Some(KeyInput::Char(if shift { shifted(c) } else { c }));
         }
     }
@@ -280,11 +297,23 @@ mod tests {
     fn rotated_touches_land_where_the_rotated_display_drew() {
         // A 800x480 panel mounted rotated: the UI lays out 480x800.
         for rotation in [0, 90, 180, 270] {
-            let o = Orientation { physical: (800, 480), rotation };
-            let logical = if rotation % 180 == 0 { (800, 480) } else { (480, 800) };
+            let o = Orientation {
+                physical: (800, 480),
+                rotation,
+            };
+            let logical = if rotation % 180 == 0 {
+                (800, 480)
+            } else {
+                (480, 800)
+            };
             // Logical (10, 20) is drawn at the same panel pixel the display
             // copy sends it to; touching that pixel must give (10, 20) back.
-            let area = super::super::scene::Area { x: 10, y: 20, w: 1, h: 1 };
+            let area = super::super::scene::Area {
+                x: 10,
+                y: 20,
+                w: 1,
+                h: 1,
+            };
             let mut frame = tiny_skia::Pixmap::new(logical.0, logical.1).unwrap();
             frame.data_mut()[((20 * logical.0 + 10) * 4) as usize] = 255;
             let mut panel = vec![0u8; 800 * 480 * 4];

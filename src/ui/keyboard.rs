@@ -83,7 +83,12 @@ impl Keyboard {
             Page::Letters => vec![
                 chars("qwertyuiop"),
                 chars("asdfghjkl"),
-                [vec![(Key::Shift, 1.5)], chars("zxcvbnm"), vec![(Key::Backspace, 1.5)]].concat(),
+                [
+                    vec![(Key::Shift, 1.5)],
+                    chars("zxcvbnm"),
+                    vec![(Key::Backspace, 1.5)],
+                ]
+                .concat(),
                 vec![
                     (Key::Page(Page::Symbols), 1.5),
                     (Key::Char(','), 1.0),
@@ -95,7 +100,12 @@ impl Keyboard {
             Page::Symbols => vec![
                 chars("1234567890"),
                 chars("-/:;()&@\""),
-                [vec![(Key::Char('%'), 1.5)], chars("_?!'#+="), vec![(Key::Backspace, 1.5)]].concat(),
+                [
+                    vec![(Key::Char('%'), 1.5)],
+                    chars("_?!'#+="),
+                    vec![(Key::Backspace, 1.5)],
+                ]
+                .concat(),
                 vec![
                     (Key::Page(Page::Letters), 1.5),
                     (Key::Char(','), 1.0),
@@ -128,7 +138,8 @@ impl Keyboard {
         let unit = (area.w as f32 - gap * 9.0) / 10.0;
         for (r, row) in rows.iter().enumerate() {
             let units: f32 = row.iter().map(|(_, w)| w).sum();
-            let row_width = units * unit + (row.len() as f32 - 1.0) * gap + (units - row.len() as f32) * gap;
+            let row_width =
+                units * unit + (row.len() as f32 - 1.0) * gap + (units - row.len() as f32) * gap;
             let mut x = area.x as f32 + (area.w as f32 - row_width) / 2.0;
             let y = area.y as f32 + r as f32 * (row_height + gap);
             for &(key, width) in row {

@@ -49,11 +49,23 @@ const DISPLAY_RETRY: Duration = Duration::from_secs(5);
 /// noticing a stop request.
 const IDLE_WAKE: Duration = Duration::from_millis(33);
 
+/// Frame size of the headless UI when no display is connected (what
+/// `Screenshot` shows then), unless `[ui] mode` names one.
+pub const HEADLESS_SIZE: (u32, u32) = (1280, 800);
+
 /// The running UI thread; dropping it stops the UI and restores the display.
 #[derive(Debug)]
 pub struct UiHandle {
     stop: Arc<AtomicBool>,
+    screen: headless::Headless,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UiHandle {
+    /// What the UI shows now (on the display, or headless without one).
+    pub fn screen(&self) -> headless::Headless {
+        self.screen.clone()
+    }
 }
 
 impl Drop for UiHandle {
@@ -66,24 +78,42 @@ impl Drop for UiHandle {
 }
 
 /// Start the touch UI for `studio` as the config says. `None` when it is
-/// disabled or cannot run at all (no font); a missing display is waited for
-/// on the UI thread, so the service serves D-Bus either way.
+/// disabled or cannot run at all (no font). Without a display the UI runs
+/// headless (for `Screenshot`) and takes the display when one appears; the
+/// service serves D-Bus either way.
 pub fn spawn(studio: Arc<Studio>, config: &Config) -> Option<UiHandle> {
     if !config.ui.enabled {
         log::info!("touch UI disabled in the config");
         return None;
     }
+    let font = match text::Font::load(&config.ui.font) {
+        Ok(font) => font,
+        Err(e) => {
+            log::error!("touch UI off: {e}");
+            return None;
+        }
+    };
+    let (w, h) = drm::parse_mode(&config.ui.mode).unwrap_or(HEADLESS_SIZE);
+    let screen = match headless::Headless::new(w, h) {
+        Ok(screen) => screen,
+        Err(e) => {
+            log::error!("touch UI off: {e}");
+            return None;
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
-    let thread = std::thread::Builder::new()
-        .name("ui".into())
-        .spawn({
-            let stop = stop.clone();
-            let config = config.clone();
-            move || run(studio, &config, &stop)
-        });
+    let thread = std::thread::Builder::new().name("ui".into()).spawn({
+        let (stop, screen, config) = (stop.clone(), screen.clone(), config.clone());
+        move || {
+            if let Err(e) = run(studio, &config, font, screen, &stop) {
+                log::error!("touch UI stopped: {e}");
+            }
+        }
+    });
     match thread {
         Ok(thread) => Some(UiHandle {
             stop,
+            screen,
             thread: Some(thread),
         }),
         Err(e) => {
@@ -93,59 +123,77 @@ pub fn spawn(studio: Arc<Studio>, config: &Config) -> Option<UiHandle> {
     }
 }
 
-fn run(studio: Arc<Studio>, config: &Config, stop: &AtomicBool) {
+fn run(
+    studio: Arc<Studio>,
+    config: &Config,
+    font: text::Font,
+    screen: headless::Headless,
+    stop: &AtomicBool,
+) -> Result<(), UiError> {
     let ui = &config.ui;
+    let (w, h) = screen.size_now();
+    let mut runtime = runtime::Runtime::new(
+        studio,
+        Box::new(headless::Headless::new(w, h)?),
+        font,
+        config.state_dir.join("cache"),
+    )?;
+    runtime.mirror_to(screen)?;
+    let mut headless = true;
     let mut said_no_display = false;
     while !stop.load(Ordering::Relaxed) {
-        let font = match text::Font::load(&ui.font) {
-            Ok(font) => font,
-            Err(e) => {
-                log::error!("touch UI off: {e}");
-                return;
-            }
-        };
         match drm::DrmSurface::open(&ui.card, &ui.mode, ui.rotation) {
             Ok(surface) => {
                 said_no_display = false;
                 log::info!("touch UI on {}", surface::Surface::describe(&surface));
-                if let Err(e) = run_display(studio.clone(), config, surface, font, stop) {
-                    log::warn!("touch UI stopped: {e}; looking for a display again");
+                let physical = surface.physical_size();
+                runtime.set_surface(Box::new(surface))?;
+                headless = false;
+                let orientation = input::Orientation {
+                    physical,
+                    rotation: ui.rotation % 360,
+                };
+                if let Err(e) = run_display(&mut runtime, config, orientation, stop) {
+                    log::warn!("display lost: {e}; running headless until one appears");
+                    // A display that fails at once must not spin the loop.
+                    std::thread::sleep(DISPLAY_RETRY / 5);
                 }
             }
             Err(e) => {
                 if !said_no_display {
-                    log::info!("{e}; serving D-Bus without the touch UI until a display appears");
+                    log::info!(
+                        "{e}; serving D-Bus with the touch UI headless until a display appears"
+                    );
                     said_no_display = true;
+                }
+                if !headless {
+                    runtime.set_surface(Box::new(headless::Headless::new(w, h)?))?;
+                    headless = true;
                 }
                 let until = Instant::now() + DISPLAY_RETRY;
                 while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    runtime.pump(Instant::now())?;
                     std::thread::sleep(IDLE_WAKE);
                 }
             }
         }
     }
+    Ok(())
 }
 
 fn run_display(
-    studio: Arc<Studio>,
+    runtime: &mut runtime::Runtime,
     config: &Config,
-    surface: drm::DrmSurface,
-    font: text::Font,
+    orientation: input::Orientation,
     stop: &AtomicBool,
 ) -> Result<(), UiError> {
     let ui = &config.ui;
-    let physical = {
-        let (w, h) = surface::Surface::size(&surface);
-        if ui.rotation % 180 == 90 { (h, w) } else { (w, h) }
-    };
-    let orientation = input::Orientation {
-        physical,
-        rotation: ui.rotation % 360,
-    };
     let mut input = match input::Input::open(&ui.input, orientation, ui.touch_calibration) {
         Ok(input) => {
             if input.devices() == 0 {
-                log::info!("no input devices yet; the UI shows but cannot be touched until one appears");
+                log::info!(
+                    "no input devices yet; the UI shows but cannot be touched until one appears"
+                );
             }
             Some(input)
         }
@@ -154,16 +202,18 @@ fn run_display(
             None
         }
     };
-    let mut runtime = runtime::Runtime::new(studio, Box::new(surface), font, config.state_dir.join("cache"))?;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let wait = runtime
-            .deadline()
-            .map_or(IDLE_WAKE, |d| d.saturating_duration_since(now).min(IDLE_WAKE));
+        let wait = runtime.deadline().map_or(IDLE_WAKE, |d| {
+            d.saturating_duration_since(now).min(IDLE_WAKE)
+        });
         if let Some(input) = input.as_mut() {
             {
                 let fd = input.fd();
-                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+                let mut fds = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::IN,
+                )];
                 let timeout = rustix::event::Timespec::try_from(wait).ok();
                 let _ = rustix::event::poll(&mut fds, timeout.as_ref());
             }

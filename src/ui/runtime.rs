@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 
 use super::UiError;
 use super::app::{App, Command, Status};
+use super::headless::Headless;
 use super::input::UiEvent;
 use super::scene::{Area, Picture, Renderer};
 use super::surface::Surface;
@@ -69,6 +70,7 @@ pub struct Runtime {
     next_key: u64,
     stats: FrameStats,
     cache_dir: PathBuf,
+    mirror: Option<Headless>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -82,7 +84,12 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// A UI on `surface` for `studio`; thumbnails are cached under
     /// `cache_dir`.
-    pub fn new(studio: Arc<Studio>, surface: Box<dyn Surface>, font: Font, cache_dir: PathBuf) -> Result<Self, UiError> {
+    pub fn new(
+        studio: Arc<Studio>,
+        surface: Box<dyn Surface>,
+        font: Font,
+        cache_dir: PathBuf,
+    ) -> Result<Self, UiError> {
         let (width, height) = surface.size();
         let renderer = Renderer::new(width, height)
             .ok_or_else(|| UiError::Display(format!("bad frame size {width}x{height}")))?;
@@ -109,10 +116,36 @@ impl Runtime {
             next_key: 1,
             stats: FrameStats::default(),
             cache_dir,
+            mirror: None,
         };
         runtime.refresh_gallery();
         runtime.follow_running_job();
         Ok(runtime)
+    }
+
+    /// Also copy every frame into `mirror` (what D-Bus `Screenshot` reads).
+    pub fn mirror_to(&mut self, mirror: Headless) -> Result<(), UiError> {
+        let (w, h) = self.surface.size();
+        mirror.resize(w, h)?;
+        self.mirror = Some(mirror);
+        self.invalidate();
+        Ok(())
+    }
+
+    /// Show the UI on another surface (a display appeared or went away).
+    pub fn set_surface(&mut self, surface: Box<dyn Surface>) -> Result<(), UiError> {
+        let (w, h) = surface.size();
+        if (w, h) != self.surface.size() {
+            self.renderer = Renderer::new(w, h)
+                .ok_or_else(|| UiError::Display(format!("bad frame size {w}x{h}")))?;
+            self.app.resize(w, h);
+            if let Some(mirror) = &self.mirror {
+                mirror.resize(w, h)?;
+            }
+        }
+        self.surface = surface;
+        self.invalidate();
+        Ok(())
     }
 
     /// The UI state (tests read screens, areas and the prompt from it).
@@ -158,7 +191,10 @@ impl Runtime {
                 Err(e) => self.app.load_failed(&loaded.id, &e),
             }
         }
-        if self.status_read.is_none_or(|t| now.duration_since(t) >= STATUS_EVERY) {
+        if self
+            .status_read
+            .is_none_or(|t| now.duration_since(t) >= STATUS_EVERY)
+        {
             self.status_read = Some(now);
             self.app.set_status(self.read_status());
         }
@@ -283,10 +319,13 @@ impl Runtime {
     }
 
     fn picture(&mut self, image: &Image) -> Picture {
-        let mut pixmap = Pixmap::new(image.width.max(1), image.height.max(1)).unwrap_or_else(|| {
-            Pixmap::new(1, 1).expect("1x1 pixmap")
-        });
-        for (px, rgb) in pixmap.data_mut().chunks_exact_mut(4).zip(image.rgb.chunks_exact(3)) {
+        let mut pixmap = Pixmap::new(image.width.max(1), image.height.max(1))
+            .unwrap_or_else(|| Pixmap::new(1, 1).expect("1x1 pixmap"));
+        for (px, rgb) in pixmap
+            .data_mut()
+            .chunks_exact_mut(4)
+            .zip(image.rgb.chunks_exact(3))
+        {
             px.copy_from_slice(&[rgb[0], rgb[1], rgb[2], 255]);
         }
         self.wrap(pixmap)
@@ -309,6 +348,9 @@ impl Runtime {
         let nodes = self.app.scene(&self.font);
         let damage = self.renderer.render(nodes, &self.font);
         self.surface.present(self.renderer.frame(), &damage)?;
+        if let Some(mirror) = self.mirror.as_mut() {
+            mirror.present(self.renderer.frame(), &damage)?;
+        }
         let took = started.elapsed();
         self.stats.frames += 1;
         self.stats.last = took;
@@ -319,6 +361,7 @@ impl Runtime {
     /// Repaint everything on the next draw (a display came back).
     pub fn invalidate(&mut self) {
         self.renderer.invalidate();
+        self.app.redraw();
     }
 }
 
@@ -331,7 +374,8 @@ fn loader(requests: mpsc::Receiver<Load>, done: mpsc::Sender<Loaded>, cache_dir:
         let result = if load.thumbnail && cache.is_file() {
             read_png(&cache)
         } else {
-            let made = read_png(&load.source).and_then(|image| resample_exact(&image, load.width, load.height));
+            let made = read_png(&load.source)
+                .and_then(|image| resample_exact(&image, load.width, load.height));
             if let (true, Ok(image)) = (load.thumbnail, &made) {
                 let saved = std::fs::create_dir_all(&thumbs)
                     .map_err(|e| Error::io(&thumbs, e))

@@ -61,12 +61,18 @@ impl Area {
 
     /// Whether a point lies inside.
     pub fn contains(&self, x: f32, y: f32) -> bool {
-        x >= self.x as f32 && y >= self.y as f32 && x < self.right() as f32 && y < self.bottom() as f32
+        x >= self.x as f32
+            && y >= self.y as f32
+            && x < self.right() as f32
+            && y < self.bottom() as f32
     }
 
     /// Whether two areas overlap.
     pub fn intersects(&self, other: &Area) -> bool {
-        self.x < other.right() && other.x < self.right() && self.y < other.bottom() && other.y < self.bottom()
+        self.x < other.right()
+            && other.x < self.right()
+            && self.y < other.bottom()
+            && other.y < self.bottom()
     }
 
     /// The smallest area holding both.
@@ -83,7 +89,10 @@ impl Area {
     /// This area clipped to `bounds`, or `None` when nothing is left.
     pub fn clip(&self, bounds: &Area) -> Option<Area> {
         let (x, y) = (self.x.max(bounds.x), self.y.max(bounds.y));
-        let (r, b) = (self.right().min(bounds.right()), self.bottom().min(bounds.bottom()));
+        let (r, b) = (
+            self.right().min(bounds.right()),
+            self.bottom().min(bounds.bottom()),
+        );
         (r > x && b > y).then_some(Area {
             x,
             y,
@@ -444,7 +453,8 @@ fn merge(areas: Vec<Area>, bounds: &Area) -> Vec<Area> {
         merged.push(area);
     }
     let total: i64 = merged.iter().map(Area::pixels).sum();
-    if merged.len() > MAX_DAMAGE_AREAS || total as f64 > FULL_REPAINT_SHARE * bounds.pixels() as f64 {
+    if merged.len() > MAX_DAMAGE_AREAS || total as f64 > FULL_REPAINT_SHARE * bounds.pixels() as f64
+    {
         return vec![*bounds];
     }
     merged

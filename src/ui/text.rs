@@ -60,8 +60,8 @@ impl Font {
 
     /// Load a TrueType file.
     pub fn from_file(path: &Path) -> Result<Self, UiError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| UiError::Font(format!("{}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| UiError::Font(format!("{}: {e}", path.display())))?;
         let font = fontdue::Font::from_bytes(bytes, fontdue::FontSettings::default())
             .map_err(|e| UiError::Font(format!("{}: {e}", path.display())))?;
         Ok(Font {
@@ -206,10 +206,11 @@ impl Font {
                         }
                         let i = ((y * width + x) * 4) as usize;
                         let px = &mut data[i..i + 4];
-                        for (channel, value) in px.iter_mut().zip([colour.0, colour.1, colour.2, 255])
+                        for (channel, value) in
+                            px.iter_mut().zip([colour.0, colour.1, colour.2, 255])
                         {
-                            *channel =
-                                ((value as u32 * cov + *channel as u32 * (255 - cov) + 127) / 255) as u8;
+                            *channel = ((value as u32 * cov + *channel as u32 * (255 - cov) + 127)
+                                / 255) as u8;
                         }
                     }
                 }

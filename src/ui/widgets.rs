@@ -179,9 +179,18 @@ impl<'a> Builder<'a> {
         };
         self.fill(area, fill, radius);
         if kind == Kind::Selected {
-            self.outline(area, theme::ACCENT, radius, 2.0 * self.metrics.scale.max(1.0));
+            self.outline(
+                area,
+                theme::ACCENT,
+                radius,
+                2.0 * self.metrics.scale.max(1.0),
+            );
         }
-        let colour = if kind == Kind::Selected { theme::ACCENT } else { text };
+        let colour = if kind == Kind::Selected {
+            theme::ACCENT
+        } else {
+            text
+        };
         let pad = self.metrics.space(1);
         self.label(area.inset(pad), label, step, colour, Align::Centre);
         self.hit(area, action);

@@ -183,6 +183,16 @@ pub async fn images(bus: &str, offset: u32, limit: u32) -> Result<()> {
     Ok(())
 }
 
+/// Save what the service's touch UI shows as a PNG.
+pub async fn screenshot(bus: &str, out: &std::path::Path) -> Result<()> {
+    let connection = connect(bus).await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    let png = manager.screenshot().await.map_err(explain)?;
+    pocket_studio::store::write_file_atomically(out, &png)?;
+    println!("{}", out.display());
+    Ok(())
+}
+
 pub async fn status(bus: &str) -> Result<()> {
     let connection = connect(bus).await?;
     let manager = ManagerProxy::new(&connection).await?;

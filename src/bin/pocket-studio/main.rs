@@ -73,6 +73,12 @@ enum Command {
     },
     /// Show the service's version, queue, storage and models.
     Status,
+    /// Save what the service's touch UI shows (its display, or its headless
+    /// frame when no display is connected) as a PNG.
+    Screenshot {
+        /// Where to write the PNG.
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -175,6 +181,7 @@ fn main() -> ExitCode {
         Command::Cancel { id } => on_bus(client::cancel(&bus, id)),
         Command::Images { offset, limit } => on_bus(client::images(&bus, offset, limit)),
         Command::Status => on_bus(client::status(&bus)),
+        Command::Screenshot { out } => on_bus(client::screenshot(&bus, &out)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

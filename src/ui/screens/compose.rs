@@ -19,8 +19,8 @@ pub(super) fn build(app: &mut App, b: &mut Builder<'_>, body: Area) {
     // Keyboard from the bottom up; the prompt field takes what is left.
     let fixed = chip_h + action_h + 3.0 * gap;
     let field_min = m.touch(72.0);
-    let keyboard_h = (4.0 * m.touch(72.0) + 3.0 * m.space(1))
-        .min(body.h as f32 - pad - fixed - field_min - pad);
+    let keyboard_h =
+        (4.0 * m.touch(72.0) + 3.0 * m.space(1)).min(body.h as f32 - pad - fixed - field_min - pad);
     let keyboard = Area::new(left, bottom - keyboard_h, width, keyboard_h);
     let actions_y = keyboard.y as f32 - gap - action_h;
     let chips_y = actions_y - gap - chip_h;
@@ -56,7 +56,12 @@ pub(super) fn build(app: &mut App, b: &mut Builder<'_>, body: Area) {
             Kind::Plain
         };
         b.button(
-            Area::new(left + n as f32 * (segment_w + m.space(1)), actions_y, segment_w, action_h),
+            Area::new(
+                left + n as f32 * (segment_w + m.space(1)),
+                actions_y,
+                segment_w,
+                action_h,
+            ),
             label,
             kind,
             TextStep::Body,
@@ -74,7 +79,12 @@ pub(super) fn build(app: &mut App, b: &mut Builder<'_>, body: Area) {
         Action::Generate,
     );
     b.button(
-        Area::new(right - generate_w - gap - gallery_w, actions_y, gallery_w, action_h),
+        Area::new(
+            right - generate_w - gap - gallery_w,
+            actions_y,
+            gallery_w,
+            action_h,
+        ),
         "Gallery",
         Kind::Plain,
         TextStep::Body,
@@ -105,7 +115,9 @@ fn prompt_field(app: &App, b: &mut Builder<'_>, field: Area) {
     }
     // Show the end of the prompt: it is where the typing happens.
     let max_lines = ((inner.h as f32 / line_h).floor() as usize).max(1);
-    let lines = b.font.wrap(&app.prompt, size, inner.w as f32 - 4.0, usize::MAX);
+    let lines = b
+        .font
+        .wrap(&app.prompt, size, inner.w as f32 - 4.0, usize::MAX);
     let shown = &lines[lines.len().saturating_sub(max_lines)..];
     let mut end = (inner.x as f32, inner.y as f32);
     for (i, line) in shown.iter().enumerate() {

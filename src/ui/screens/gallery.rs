@@ -20,7 +20,13 @@ pub(super) fn build_grid(app: &mut App, b: &mut Builder<'_>, body: Area) {
         header(app, b, body, header_h);
         let line_h = b.size(TextStep::Title) * 1.6;
         let y = grid_top + (b.height - grid_top) / 3.0;
-        b.label(Area::new(left, y, width, line_h), "No images yet", TextStep::Title, theme::TEXT, Align::Centre);
+        b.label(
+            Area::new(left, y, width, line_h),
+            "No images yet",
+            TextStep::Title,
+            theme::TEXT,
+            Align::Centre,
+        );
         b.label(
             Area::new(left, y + line_h, width, line_h),
             "Everything you generate is kept here.",
@@ -72,7 +78,13 @@ fn header(app: &App, b: &mut Builder<'_>, body: Area, height: f32) {
     b.fill(bar, theme::BACKGROUND, 0.0);
     let row_h = m.touch(64.0);
     let title_w = b.font.measure("Gallery", b.size(TextStep::Title)) + m.space(3);
-    b.label(Area::new(pad, body.y as f32, title_w, row_h), "Gallery", TextStep::Title, theme::TEXT, Align::Left);
+    b.label(
+        Area::new(pad, body.y as f32, title_w, row_h),
+        "Gallery",
+        TextStep::Title,
+        theme::TEXT,
+        Align::Left,
+    );
     let count = match app.gallery.len() {
         1 => "1 image".to_string(),
         n => format!("{n} images"),
@@ -100,9 +112,20 @@ pub(super) fn build_viewer(app: &mut App, b: &mut Builder<'_>, body: Area, id: &
     let pad = m.space(3);
     let inner = body.inset(pad);
     let Some(entry) = app.gallery.iter().find(|e| e.id == id).cloned() else {
-        b.label(inner, "This image is gone", TextStep::Title, theme::TEXT_MUTED, Align::Centre);
+        b.label(
+            inner,
+            "This image is gone",
+            TextStep::Title,
+            theme::TEXT_MUTED,
+            Align::Centre,
+        );
         b.button(
-            Area::new(inner.x as f32, inner.bottom() as f32 - m.touch(64.0), 200.0 * m.scale.max(0.8), m.touch(64.0)),
+            Area::new(
+                inner.x as f32,
+                inner.bottom() as f32 - m.touch(64.0),
+                200.0 * m.scale.max(0.8),
+                m.touch(64.0),
+            ),
             "Back",
             Kind::Plain,
             TextStep::Body,
@@ -128,7 +151,13 @@ pub(super) fn build_viewer(app: &mut App, b: &mut Builder<'_>, body: Area, id: &
     let x = image_box.right() as f32 + m.space(4);
     let mut y = inner.y as f32;
     let caption_h = b.size(TextStep::Caption) * 1.6;
-    b.label(Area::new(x, y, panel_w, caption_h), "Prompt", TextStep::Caption, theme::TEXT_MUTED, Align::Left);
+    b.label(
+        Area::new(x, y, panel_w, caption_h),
+        "Prompt",
+        TextStep::Caption,
+        theme::TEXT_MUTED,
+        Align::Left,
+    );
     y += caption_h;
     let body_h = (b.size(TextStep::Body) * 1.35).round();
     let button_h = m.touch(64.0);
@@ -151,7 +180,12 @@ pub(super) fn build_viewer(app: &mut App, b: &mut Builder<'_>, body: Area, id: &
     y += caption_h;
     b.label(
         Area::new(x, y, panel_w, caption_h),
-        &format!("{} × {}  ·  {}", entry.width, entry.height, super::human_bytes(entry.bytes)),
+        &format!(
+            "{} × {}  ·  {}",
+            entry.width,
+            entry.height,
+            super::human_bytes(entry.bytes)
+        ),
         TextStep::Caption,
         theme::TEXT_MUTED,
         Align::Left,
@@ -159,7 +193,13 @@ pub(super) fn build_viewer(app: &mut App, b: &mut Builder<'_>, body: Area, id: &
 
     let by = inner.bottom() as f32 - button_h;
     let bw = (panel_w - m.space(2)) / 2.0;
-    b.button(Area::new(x, by, bw, button_h), "Back", Kind::Plain, TextStep::Body, Action::OpenGallery);
+    b.button(
+        Area::new(x, by, bw, button_h),
+        "Back",
+        Kind::Plain,
+        TextStep::Body,
+        Action::OpenGallery,
+    );
     b.button(
         Area::new(x + bw + m.space(2), by, bw, button_h),
         "Delete",

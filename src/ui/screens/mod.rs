@@ -62,12 +62,23 @@ fn status_line(app: &App, b: &mut Builder<'_>) {
         .as_ref()
         .filter(|j| !j.status.state.is_final() && app.screen != Screen::Progress);
     if let Some(job) = running {
-        let pill = Area::new(b.width - pad - pill_w, m.space(0), pill_w, height - 2.0 * m.space(0));
+        let pill = Area::new(
+            b.width - pad - pill_w,
+            m.space(0),
+            pill_w,
+            height - 2.0 * m.space(0),
+        );
         let label = match job.status.state {
             JobState::Queued => "Waiting…".to_string(),
             _ => format!("Generating {}%", (job.status.progress * 100.0).floor()),
         };
-        b.button(pill, &label, Kind::Selected, TextStep::Caption, Action::OpenProgress);
+        b.button(
+            pill,
+            &label,
+            Kind::Selected,
+            TextStep::Caption,
+            Action::OpenProgress,
+        );
     }
 }
 
@@ -103,10 +114,7 @@ fn build_dialog(b: &mut Builder<'_>, dialog: &Dialog) {
     };
     let title_h = b.size(TextStep::Title) * 1.6;
     let body_size = b.size(TextStep::Body);
-    let lines = b
-        .font
-        .wrap(&message, body_size, width - 2.0 * pad, 4)
-        .len() as f32;
+    let lines = b.font.wrap(&message, body_size, width - 2.0 * pad, 4).len() as f32;
     let body_h = lines * (body_size * 1.35).round();
     let height = pad + title_h + m.space(2) + body_h + m.space(5) + button_h + pad;
     let card = Area::new(

@@ -21,7 +21,13 @@ pub(super) fn build(app: &mut App, b: &mut Builder<'_>, body: Area) {
         Some(picture) => b.picture(preview, picture),
         None => {
             b.placeholder(preview);
-            b.label(preview, "Preview appears after the first step", TextStep::Caption, theme::TEXT_MUTED, Align::Centre);
+            b.label(
+                preview,
+                "Preview appears after the first step",
+                TextStep::Caption,
+                theme::TEXT_MUTED,
+                Align::Centre,
+            );
         }
     }
 
@@ -36,10 +42,21 @@ pub(super) fn build(app: &mut App, b: &mut Builder<'_>, body: Area) {
         JobState::Cancelled => "Cancelled",
     };
     let title_h = b.size(TextStep::Title) * 1.5;
-    b.label(Area::new(x, y, width, title_h), title, TextStep::Title, theme::TEXT, Align::Left);
+    b.label(
+        Area::new(x, y, width, title_h),
+        title,
+        TextStep::Title,
+        theme::TEXT,
+        Align::Left,
+    );
     y += title_h + m.space(1);
     let prompt_h = (b.size(TextStep::Body) * 1.35).round() * 3.0;
-    b.paragraph(Area::new(x, y, width, prompt_h), &job.prompt, TextStep::Body, theme::TEXT_MUTED);
+    b.paragraph(
+        Area::new(x, y, width, prompt_h),
+        &job.prompt,
+        TextStep::Body,
+        theme::TEXT_MUTED,
+    );
     y += prompt_h + m.space(4);
 
     let line_h = b.size(TextStep::Body) * 1.6;
@@ -47,7 +64,13 @@ pub(super) fn build(app: &mut App, b: &mut Builder<'_>, body: Area) {
         "" => "Queued".to_string(),
         s => capitalise(s),
     };
-    b.label(Area::new(x, y, width, line_h), &stage, TextStep::Body, theme::TEXT, Align::Left);
+    b.label(
+        Area::new(x, y, width, line_h),
+        &stage,
+        TextStep::Body,
+        theme::TEXT,
+        Align::Left,
+    );
     if job.status.steps > 0 {
         b.label(
             Area::new(x, y, width, line_h),
@@ -58,7 +81,10 @@ pub(super) fn build(app: &mut App, b: &mut Builder<'_>, body: Area) {
         );
     }
     y += line_h + m.space(1);
-    b.progress_bar(Area::new(x, y, width, (12.0 * m.scale).max(8.0)), job.status.progress);
+    b.progress_bar(
+        Area::new(x, y, width, (12.0 * m.scale).max(8.0)),
+        job.status.progress,
+    );
     y += (12.0 * m.scale).max(8.0) + m.space(1);
     b.label(
         Area::new(x, y, width, line_h),
@@ -71,7 +97,13 @@ pub(super) fn build(app: &mut App, b: &mut Builder<'_>, body: Area) {
     let button_h = m.touch(64.0);
     let button_w = ((width - m.space(2)) / 2.0).min(240.0 * m.scale.max(0.8));
     let by = inner.bottom() as f32 - button_h;
-    b.button(Area::new(x, by, button_w, button_h), "Back", Kind::Plain, TextStep::Body, Action::OpenCompose);
+    b.button(
+        Area::new(x, by, button_w, button_h),
+        "Back",
+        Kind::Plain,
+        TextStep::Body,
+        Action::OpenCompose,
+    );
     if !job.status.state.is_final() {
         b.button(
             Area::new(x + button_w + m.space(2), by, button_w, button_h),
@@ -87,11 +119,22 @@ fn nothing_running(b: &mut Builder<'_>, inner: Area) {
     let m = b.metrics;
     let line_h = b.size(TextStep::Title) * 1.6;
     let y = inner.y as f32 + inner.h as f32 / 3.0;
-    b.label(Area::new(inner.x as f32, y, inner.w as f32, line_h), "Nothing is generating", TextStep::Title, theme::TEXT, Align::Centre);
+    b.label(
+        Area::new(inner.x as f32, y, inner.w as f32, line_h),
+        "Nothing is generating",
+        TextStep::Title,
+        theme::TEXT,
+        Align::Centre,
+    );
     let w = (240.0 * m.scale).max(160.0);
     let h = m.touch(64.0);
     b.button(
-        Area::new(inner.x as f32 + (inner.w as f32 - w) / 2.0, y + line_h + m.space(4), w, h),
+        Area::new(
+            inner.x as f32 + (inner.w as f32 - w) / 2.0,
+            y + line_h + m.space(4),
+            w,
+            h,
+        ),
         "New image",
         Kind::Primary,
         TextStep::Body,
@@ -101,5 +144,7 @@ fn nothing_running(b: &mut Builder<'_>, inner: Area) {
 
 fn capitalise(s: &str) -> String {
     let mut chars = s.chars();
-    chars.next().map_or(String::new(), |c| c.to_uppercase().chain(chars).collect())
+    chars
+        .next()
+        .map_or(String::new(), |c| c.to_uppercase().chain(chars).collect())
 }
