@@ -135,7 +135,7 @@ impl Service {
             .arg("--config")
             .arg(&self.config)
             .args(["--bus", &bus.address])
-            .stderr(Stdio::null())
+            .stderr(self.log_file())
             .spawn()
             .expect("start pocket-studiod");
         self.child = Some(child);
@@ -172,6 +172,20 @@ impl Service {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The service's stderr (its log), appended across restarts.
+    fn log_file(&self) -> Stdio {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("service.log"))
+            .expect("service log");
+        Stdio::from(file)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
     }
 
     fn images(&self) -> PathBuf {
@@ -918,4 +932,53 @@ async fn a_corrupt_model_leaves_the_service_up_and_says_which_file() {
     );
     assert!(text.contains("unet/model.onnx"), "{text}");
     assert_eq!(manager.queue_length().await.expect("still answering"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_display_it_serves_dbus_says_so_once_and_screenshots_the_headless_ui() {
+    let bus = Bus::start(&[]);
+    let service = Service::start(
+        &bus,
+        "[ui]\ncard = \"/nonexistent/dri/card0\"\ninput = [\"/nonexistent/input/event0\"]\n",
+    )
+    .await;
+    let connection = bus.connect().await;
+    let manager = ManagerProxy::new(&connection).await.expect("proxy");
+    // Past one display retry (5 s), still serving and still one log line.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut stream = job_signals(&connection).await;
+    let path = manager
+        .generate(request(&[("prompt", Variant::from("a quiet harbour"))]))
+        .await
+        .expect("Generate still works without a display");
+    let seen = follow(&mut stream, path.as_str(), Duration::from_secs(120)).await;
+    assert!(
+        matches!(seen.finished, Some((true, _))),
+        "job finished: {:?}",
+        seen.finished
+    );
+    let log = service.log();
+    let said = log.lines().filter(|l| l.contains("no display")).count();
+    assert_eq!(
+        said, 1,
+        "one log line about the missing display, got:\n{log}"
+    );
+
+    // The headless UI is what Screenshot shows: the compose screen.
+    let png = manager.screenshot().await.expect("Screenshot");
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut pixels).expect("decode");
+    assert_eq!((info.width, info.height), (1280, 800));
+    let channels = info.color_type.samples();
+    // The accent-coloured Generate and Go buttons are there.
+    let accent = pixels
+        .chunks_exact(channels)
+        .filter(|p| p[..3] == [0xe8, 0xa2, 0x5c])
+        .count();
+    assert!(
+        accent > 10_000,
+        "only {accent} accent pixels: not the compose screen"
+    );
 }

@@ -166,7 +166,8 @@ pub enum Node {
         /// The text.
         text: String,
     },
-    /// An image scaled to fill `area`.
+    /// An opaque image scaled to fill `area` (copied 1:1 when it is
+    /// already that size).
     Image {
         /// Where.
         area: Area,
@@ -271,14 +272,13 @@ impl Node {
             }
             Node::Image { area, picture } => {
                 let source: PixmapRef<'_> = Pixmap::as_ref(&picture.pixmap);
+                if source.width() as i32 == area.w && source.height() as i32 == area.h {
+                    blit(target, source, area.x - dx, area.y - dy);
+                    return;
+                }
                 let (sw, sh) = (source.width() as f32, source.height() as f32);
-                let same_size = source.width() as i32 == area.w && source.height() as i32 == area.h;
                 let paint = PixmapPaint {
-                    quality: if same_size {
-                        FilterQuality::Nearest
-                    } else {
-                        FilterQuality::Bilinear
-                    },
+                    quality: FilterQuality::Bilinear,
                     ..PixmapPaint::default()
                 };
                 let transform = Transform::from_row(
@@ -292,6 +292,26 @@ impl Node {
                 target.draw_pixmap(0, 0, source, &paint, transform, None);
             }
         }
+    }
+}
+
+/// Copy an opaque picture 1:1 with its top-left at (`x`, `y`), clipped to
+/// the target: thumbnails are made at cell size, so this is the common case
+/// and far cheaper than a shader pass.
+fn blit(target: &mut Pixmap, source: PixmapRef<'_>, x: i32, y: i32) {
+    let (tw, th) = (target.width() as i32, target.height() as i32);
+    let (sw, sh) = (source.width() as i32, source.height() as i32);
+    let (x0, x1) = (x.max(0), (x + sw).min(tw));
+    if x1 <= x0 {
+        return;
+    }
+    let bytes = (x1 - x0) as usize * 4;
+    let data = source.data();
+    let out = target.data_mut();
+    for row in y.max(0)..(y + sh).min(th) {
+        let s = ((row - y) * sw + (x0 - x)) as usize * 4;
+        let t = (row * tw + x0) as usize * 4;
+        out[t..t + bytes].copy_from_slice(&data[s..s + bytes]);
     }
 }
 
