@@ -7,6 +7,8 @@
 #                 has none on a fresh machine), the aarch64 linker, qemu-user
 #                 and qemu-system, mmdebstrap + arch-test for the guest rootfs,
 #                 kmod (depmod) and e2fsprogs (mke2fs -d, debugfs)
+#   touch UI:     libinput + libudev headers (both architectures), pkgconf
+#                 (aarch64-linux-gnu-pkg-config), DejaVu Sans for text
 #   Yocto layer:  oelint-adv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +17,8 @@ need_packages=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || need_packages+=("$1"); }
 for pkg in dbus systemd util-linux \
     rustc-web gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
-    qemu-user-static binfmt-support qemu-system-arm mmdebstrap arch-test kmod e2fsprogs cpio; do
+    qemu-user-static binfmt-support qemu-system-arm mmdebstrap arch-test kmod e2fsprogs cpio \
+    pkgconf libinput-dev libudev-dev fonts-dejavu-core; do
     want "$pkg"
 done
 # (A new architecture always brings missing :arm64 packages, hence an update.)
@@ -24,6 +27,8 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 fi
 want libstd-rust-web-dev:arm64
 want libc6:arm64
+want libinput-dev:arm64
+want libudev-dev:arm64
 if [ ${#need_packages[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need_packages[*]}"
     apt-get update -qq

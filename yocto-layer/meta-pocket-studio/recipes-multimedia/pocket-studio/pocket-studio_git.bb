@@ -13,6 +13,10 @@ LICENSE = "CLOSED"
 
 require pocket-studio-source.inc
 
+# The touch UI links libinput (input-sys, found with pkg-config) and reads
+# udev for the seat's devices; DRM/KMS needs no C library (the drm crate).
+DEPENDS += "libinput udev"
+
 PV = "0.1.0+git"
 SRC_URI = "${POCKET_STUDIO_SRC_URI}"
 SRCREV = "${POCKET_STUDIO_SRCREV}"
@@ -64,5 +68,7 @@ FILES:${PN} += "${datadir}/dbus-1/system.d/org.pocketstudio.Studio1.conf \
                 ${nonarch_libdir}/tmpfiles.d/pocket-studio.conf"
 FILES:${PN}-dev += "${datadir}/dbus-1/interfaces/org.pocketstudio.Studio1.xml"
 
-RDEPENDS:${PN} += "dbus"
+# The UI's text font: /usr/share/fonts/ttf/DejaVuSans.ttf, one of the paths
+# [ui] font = "auto" searches.
+RDEPENDS:${PN} += "dbus libinput ttf-dejavu-sans"
 RRECOMMENDS:${PN} += "pocket-studio-models"
