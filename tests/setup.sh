@@ -9,6 +9,7 @@
 #                 kmod (depmod) and e2fsprogs (mke2fs -d, debugfs)
 #   touch UI:     libinput + libudev headers (both architectures), pkgconf
 #                 (aarch64-linux-gnu-pkg-config), DejaVu Sans for text
+#   system test:  Pillow (screendumps vs the UI goldens)
 #   Yocto layer:  oelint-adv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,5 +44,5 @@ if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
 fi
 update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
 
-python3 -m pip install --quiet --disable-pip-version-check -r models/export/requirements-fetch.txt -r yocto-layer/requirements-lint.txt
+python3 -m pip install --quiet --disable-pip-version-check -r models/export/requirements-fetch.txt -r yocto-layer/requirements-lint.txt -r tests/qemu/requirements.txt
 python3 models/export/fetch_upscalers.py --models realesr-animevideov3-x4

@@ -266,11 +266,40 @@ fn running(id: u64, step: u32, steps: u32) -> JobStatus {
     }
 }
 
+/// Centres of the compose screen's letter keys and Go, as JSON: the arm64
+/// system test taps them on the emulated tablet (tests/qemu/systest.py).
+fn key_centres(app: &App) -> String {
+    let mut keys: Vec<(String, (f32, f32))> = "abcdefghijklmnopqrstuvwxyz"
+        .chars()
+        .map(|c| {
+            let area = app.area_of(&Action::Key(Key::Char(c))).expect("letter key");
+            (c.to_string(), area.centre())
+        })
+        .collect();
+    let go = app.area_of(&Action::Key(Key::Enter)).expect("Go key");
+    keys.push(("Go".into(), go.centre()));
+    let body: Vec<String> = keys
+        .iter()
+        .map(|(k, (x, y))| format!("  \"{k}\": [{x}, {y}]"))
+        .collect();
+    format!("{{\n{}\n}}\n", body.join(",\n"))
+}
+
 #[test]
 fn golden_compose_screens() {
     for size in SIZES {
         let mut h = Harness::new(size);
         h.golden("compose-empty");
+        let keys = repo().join(format!("tests/golden/compose-keys-{}x{}.json", size.0, size.1));
+        if std::env::var_os("UPDATE_GOLDENS").is_some() {
+            std::fs::write(&keys, key_centres(&h.app)).expect("write key centres");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&keys).expect("key centres (UPDATE_GOLDENS=1 writes them)"),
+            key_centres(&h.app),
+            "{} is stale",
+            keys.display()
+        );
         h.tap(&Action::Key(Key::Shift));
         assert!(h.app.keyboard().shifted);
         h.golden("compose-shifted");

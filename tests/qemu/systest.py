@@ -7,13 +7,17 @@ bundle into the guest tree made by build-image.sh, packs it as an ext4 disk
 2 cores, TCG), lets tests/qemu/guest/systest.sh run its checks as a systemd
 unit, reads the results disk back with debugfs and checks the PNG it made.
 Exits non-zero on any failure and prints the guest journal for the failing
-unit. Python standard library only.
+unit. With the UI: a virtio-gpu display and a virtio tablet; over QMP the host
+compares the screen with the golden compose screen, taps keys on the tablet,
+and checks the viewer of the image those taps made. Needs Pillow (setup.sh).
 
 Usage: tests/qemu/systest.py --bin DIR [--image DIR] [--work DIR] [--timeout S]
 """
 
 import argparse
+import json
 import os
+import socket
 import shutil
 import subprocess
 import sys
@@ -75,7 +79,95 @@ def tree_mb(tree: Path) -> int:
     return int(out.stdout.split()[0])
 
 
-def boot(image: Path, rootfs: Path, results: Path, work: Path, timeout: float) -> tuple[bool, float]:
+GOLDEN = REPO / "tests/golden"
+SCREEN = (1280, 800)  # virtio-gpu's default mode; the UI uses the preferred mode
+STATUS_LINE_PX = 56   # the status line (model, queue, free space) differs per machine
+DANGER = (0xE0, 0x6C, 0x5F)  # ui/theme.rs: the viewer's Delete button
+
+
+class Qmp:
+    """A minimal QMP client: commands in, their answers out, events skipped."""
+
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rw")
+        json.loads(self.file.readline())  # greeting
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name: str, **arguments):
+        self.file.write(json.dumps({"execute": name, "arguments": arguments}) + "\n")
+        self.file.flush()
+        while True:
+            msg = json.loads(self.file.readline())
+            if "return" in msg:
+                return msg["return"]
+            if "error" in msg:
+                raise RuntimeError(f"QMP {name}: {msg['error']}")
+
+    def tap(self, x: float, y: float):
+        scale = lambda v, size: round(v * 32767 / (size - 1))
+        self.cmd("input-send-event", events=[
+            {"type": "abs", "data": {"axis": "x", "value": scale(x, SCREEN[0])}},
+            {"type": "abs", "data": {"axis": "y", "value": scale(y, SCREEN[1])}}])
+        for down in (True, False):
+            time.sleep(0.2)
+            self.cmd("input-send-event", events=[{"type": "btn", "data": {"down": down, "button": "left"}}])
+        time.sleep(1.0)
+
+    def screendump(self, path: Path):
+        self.cmd("screendump", filename=str(path), format="png")
+
+
+def compare_below_status_line(shot: Path, golden: Path) -> str | None:
+    """Why the screenshot differs from the golden (status line excepted)."""
+    from PIL import Image, ImageChops
+    a = Image.open(shot).convert("RGB")
+    b = Image.open(golden).convert("RGB")
+    if a.size != b.size:
+        return f"screen is {a.size[0]}x{a.size[1]}, golden {b.size[0]}x{b.size[1]}"
+    box = (0, STATUS_LINE_PX, a.size[0], a.size[1])
+    diff = ImageChops.difference(a.crop(box), b.crop(box)).convert("L")
+    off = sum(diff.point(lambda v: 255 if v > 4 else 0).histogram()[255:])
+    pixels = (box[2] - box[0]) * (box[3] - box[1])
+    return None if off * 500 <= pixels else f"{off} of {pixels} pixels differ from {golden.name} (see {shot})"
+
+
+class UiDriver:
+    """Reacts to the guest's console markers: checks the screen and taps."""
+
+    def __init__(self, work: Path):
+        self.work, self.qmp, self.stage = work, None, "wait"
+        self.checks: list[tuple[str, str | None]] = []
+
+    def poll(self, console: str):
+        try:
+            if self.stage == "wait" and "SYSTEST-UI-READY" in console:
+                self.stage = "typed"
+                self.qmp = Qmp(self.work / "qmp.sock")
+                shot = self.work / "screen-compose.png"
+                self.qmp.screendump(shot)
+                self.checks.append(("display-shows-ui", compare_below_status_line(
+                    shot, GOLDEN / f"compose-empty-{SCREEN[0]}x{SCREEN[1]}.png")))
+                keys = json.loads((GOLDEN / f"compose-keys-{SCREEN[0]}x{SCREEN[1]}.json").read_text())
+                for key in ("h", "i", "Go"):
+                    self.qmp.tap(*keys[key])
+                self.qmp.screendump(self.work / "screen-after-taps.png")
+            elif self.stage == "typed" and "SYSTEST-UI-DONE" in console:
+                self.stage = "done"
+                from PIL import Image
+                shot = self.work / "screen-viewer.png"
+                self.qmp.screendump(shot)
+                danger = sum(1 for p in Image.open(shot).convert("RGB").getdata() if p == DANGER)
+                self.checks.append(("touch-ui-viewer", None if danger > 2000 else
+                                    f"no Delete button on screen ({danger} danger-coloured pixels; see {shot})"))
+        except (OSError, RuntimeError, ValueError, KeyError) as e:
+            self.checks.append((f"ui-{self.stage}", f"host side failed: {e}"))
+            self.stage = "done"
+
+
+def boot(image: Path, rootfs: Path, results: Path, work: Path, timeout: float,
+         ui: UiDriver) -> tuple[bool, float]:
     """Boot until the guest powers off; False if it had to be killed."""
     console = work / "console.log"
     cmd = [
@@ -90,16 +182,19 @@ def boot(image: Path, rootfs: Path, results: Path, work: Path, timeout: float) -
         "-drive", f"file={results},format=raw,if=none,id=results",
         "-device", "virtio-blk-pci,drive=results",
         "-device", "virtio-rng-pci",
+        "-device", "virtio-gpu-pci", "-device", "virtio-tablet-pci",
     ]
     started = time.monotonic()
     qemu = subprocess.Popen(cmd)
-    try:
-        qemu.wait(timeout=timeout)
-        return True, time.monotonic() - started
-    except subprocess.TimeoutExpired:
-        qemu.kill()
-        qemu.wait()
-        return False, time.monotonic() - started
+    while qemu.poll() is None:
+        if time.monotonic() - started > timeout:
+            qemu.kill()
+            qemu.wait()
+            return False, time.monotonic() - started
+        if console.exists():
+            ui.poll(console.read_text(errors="replace"))
+        time.sleep(0.5)
+    return True, time.monotonic() - started
 
 
 def png_text(path: Path) -> tuple[int, int, dict[str, str]]:
@@ -167,7 +262,8 @@ def main() -> int:
     make_ext4(results, "psresults", 256)
 
     print(f"systest: booting (timeout {args.timeout:.0f} s)", flush=True)
-    powered_off, seconds = boot(args.image, rootfs, results, args.work, args.timeout)
+    ui = UiDriver(args.work)
+    powered_off, seconds = boot(args.image, rootfs, results, args.work, args.timeout, ui)
     print(f"systest: guest ran {seconds:.0f} s" + ("" if powered_off else ", killed at the timeout"))
     out = args.work / "results"
     out.mkdir()
@@ -182,8 +278,10 @@ def main() -> int:
         checks.append((name, None if verdict == "PASS" else why or "failed"))
     if any(name == "dbus-generate-png" and why is None for name, why in checks):
         checks.append(("png-metadata", check_png(out / "generated.png")))
+    checks += ui.checks
     expected = {"unit-active-via-sd-notify", "dbus-generate-png", "bad-request-refused-service-stays-up",
-                "job-survives-restart", "png-metadata"}
+                "job-survives-restart", "png-metadata", "touch-ui-generate", "display-shows-ui",
+                "touch-ui-viewer"}
     for missing in sorted(expected - {name for name, _ in checks}):
         checks.append((missing, "never ran (guest stopped or was killed first)"))
     if not powered_off:

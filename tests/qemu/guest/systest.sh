@@ -123,6 +123,31 @@ else
     fail job-survives-restart "job '$job' never reached step 2"
 fi
 
+# 5. The touch UI on the virtio-gpu display: once the service says it drew
+# there, the host (systest.py) compares the screen with the golden, taps h, i
+# and Go on the virtio tablet through QMP, and the job that makes must land
+# in the gallery with prompt "hi". Console markers pace the host.
+ui_on_display() {
+    journalctl -b --no-pager _SYSTEMD_INVOCATION_ID="$(systemctl show -p InvocationID --value pocket-studio.service)" |
+        grep -q "touch UI on /dev/dri"
+}
+has_image_hi() { client call "$bus" "$root" "$iface" ListImages uu 0 100 | grep -q '"prompt" s "hi"'; }
+if wait_for 120 ui_on_display; then
+    say "SYSTEST-UI-READY"
+    if wait_for 900 has_image_hi; then
+        pass touch-ui-generate
+    else
+        fail touch-ui-generate "no image with prompt 'hi' after the host's taps"
+    fi
+    # Let the finished job's viewer reach the screen, then give the host
+    # time to take its screenshot before the service stops.
+    sleep 5
+    say "SYSTEST-UI-DONE"
+    sleep 15
+else
+    fail touch-ui-generate "the service never drew on /dev/dri: $(journalctl -b --no-pager -u pocket-studio.service | grep -i -E 'display|touch UI|input' | tail -3)"
+fi
+
 systemctl show -p NRestarts --value pocket-studio.service > "$out/nrestarts"
 journalctl -b --no-pager -o short-monotonic > "$out/journal.txt"
 journalctl -b --no-pager -o short-monotonic -u pocket-studio.service > "$out/journal-pocket-studio.txt"
