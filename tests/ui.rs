@@ -524,7 +524,10 @@ impl Live {
 
 #[test]
 fn tapping_keys_types_and_generate_runs_a_job_the_ui_follows_to_the_gallery() {
-    let mut live = live(40, "reserve_mb = 1", 0);
+    // Enough steps to watch the job move: a step takes milliseconds natively
+    // and about a hundred times longer under qemu-user (tests/qemu/cross-test.sh).
+    let steps = if cfg!(target_arch = "aarch64") { 8 } else { 40 };
+    let mut live = live(steps, "reserve_mb = 1", 0);
     live.type_text("a red fox");
     assert_eq!(live.app().prompt(), "a red fox");
     live.tap(&Action::Key(Key::Backspace));
