@@ -58,6 +58,11 @@ pub struct Produced {
     pub timings: Timings,
 }
 
+/// The refusal of a 4K job when no upscaler bundle is loaded.
+pub fn no_upscaler() -> Error {
+    Error::invalid("output", "4k needs an upscaler bundle, and none is loaded")
+}
+
 /// The sizes a job spec resolves to, before any model work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sizes {
@@ -158,9 +163,7 @@ impl Producer {
         let info = self.pipeline.info();
         let seed = request.seed;
         let upscaler = match output {
-            OutputKind::FourK => Some(self.upscaler.as_ref().ok_or_else(|| {
-                Error::invalid("output", "4k needs an upscaler bundle, and none is loaded")
-            })?),
+            OutputKind::FourK => Some(self.upscaler.as_ref().ok_or_else(|| no_upscaler())?),
             OutputKind::Native => None,
         };
         self.gallery.check_room(final_w, final_h)?;

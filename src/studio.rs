@@ -116,6 +116,23 @@ pub struct JobStatus {
     pub error: String,
 }
 
+impl JobStatus {
+    /// A job just accepted: queued, nothing done yet.
+    pub fn queued(id: u64, steps: u32) -> Self {
+        JobStatus {
+            id,
+            state: JobState::Queued,
+            stage: "",
+            progress: 0.0,
+            step: 0,
+            steps,
+            image_id: String::new(),
+            output_path: String::new(),
+            error: String::new(),
+        }
+    }
+}
+
 /// Something that happened, for front-ends to relay.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -289,9 +306,12 @@ impl Studio {
             Error::model(file, crate::error::ModelFault::Invalid(reason.clone()))
         })?;
         validate(&spec)?;
-        // Refuse at once what the disk cannot hold, rather than fail later.
-        let (width, height) = crate::produce::Sizes::of(&spec, self.default_output, info)?.saved;
-        self.gallery.check_room(width, height)?;
+        // Refuse at once what cannot be made or saved, rather than fail later.
+        let sizes = crate::produce::Sizes::of(&spec, self.default_output, info)?;
+        if sizes.output == OutputKind::FourK && self.upscaler_name.is_none() {
+            return Err(crate::produce::no_upscaler());
+        }
+        self.gallery.check_room(sizes.saved.0, sizes.saved.1)?;
         spec.seed.get_or_insert_with(random_seed);
         let mut queue = self.lock();
         let open = queue
@@ -304,17 +324,7 @@ impl Studio {
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst);
         write_journal(&self.shared.journal, id, &spec)?;
-        let status = JobStatus {
-            id,
-            state: JobState::Queued,
-            stage: "",
-            progress: 0.0,
-            step: 0,
-            steps: spec.steps.unwrap_or(info.default_steps),
-            image_id: String::new(),
-            output_path: String::new(),
-            error: String::new(),
-        };
+        let status = JobStatus::queued(id, spec.steps.unwrap_or(info.default_steps));
         let _ = self.shared.events.send(Event::Changed(status.clone()));
         queue.jobs.insert(
             id,
@@ -578,17 +588,7 @@ fn replay_journal(shared: &Shared, gallery: &Gallery) -> Result<usize> {
         let spec: Option<JobSpec> = std::fs::read(path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        let status = JobStatus {
-            id: *id,
-            state: JobState::Queued,
-            stage: "",
-            progress: 0.0,
-            step: 0,
-            steps: 0,
-            image_id: String::new(),
-            output_path: String::new(),
-            error: String::new(),
-        };
+        let status = JobStatus::queued(*id, 0);
         match spec {
             Some(spec)
                 if spec

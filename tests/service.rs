@@ -517,6 +517,11 @@ async fn every_key_with_a_wrong_type_or_range_is_invalid_args_naming_it() {
             "height",
             vec![prompt.clone(), ("height", Variant::from(0u32))],
         ),
+        // The test service has no upscaler: refused at once, not failed later.
+        (
+            "output",
+            vec![prompt.clone(), ("output", Variant::from("4k"))],
+        ),
         (
             "output",
             vec![prompt.clone(), ("output", Variant::from(4u32))],

@@ -60,6 +60,14 @@ fn picture(key: u64, pixmap: Pixmap) -> Picture {
     }
 }
 
+/// The number `entry` put at the end of an id (the pattern's seed).
+fn seed_of(id: &str) -> u64 {
+    id.rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 fn entry(n: u64) -> Entry {
     const PROMPTS: [&str; 4] = [
         "a lighthouse on a cliff at dusk, watercolor",
@@ -137,22 +145,12 @@ impl Harness {
                 self.keys += 1;
                 match command {
                     Command::LoadThumbnail { id, width, height } => {
-                        let seed = id
-                            .rsplit('-')
-                            .next()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(0);
-                        self.app
-                            .thumbnail_ready(id, picture(self.keys, pattern(width, height, seed)));
+                        let image = picture(self.keys, pattern(width, height, seed_of(&id)));
+                        self.app.thumbnail_ready(id, image);
                     }
                     Command::LoadFull { id, width, height } => {
-                        let seed = id
-                            .rsplit('-')
-                            .next()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(0);
-                        self.app
-                            .full_ready(id, picture(self.keys, pattern(width, height, seed)));
+                        let image = picture(self.keys, pattern(width, height, seed_of(&id)));
+                        self.app.full_ready(id, image);
                     }
                     Command::Submit(spec) => self.submitted.push(spec),
                     other => panic!("unexpected command {other:?}"),
@@ -290,7 +288,10 @@ fn golden_compose_screens() {
     for size in SIZES {
         let mut h = Harness::new(size);
         h.golden("compose-empty");
-        let keys = repo().join(format!("tests/golden/compose-keys-{}x{}.json", size.0, size.1));
+        let keys = repo().join(format!(
+            "tests/golden/compose-keys-{}x{}.json",
+            size.0, size.1
+        ));
         if std::env::var_os("UPDATE_GOLDENS").is_some() {
             std::fs::write(&keys, key_centres(&h.app)).expect("write key centres");
         }

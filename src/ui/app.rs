@@ -490,17 +490,7 @@ impl App {
         match result {
             Ok(id) => {
                 self.job = Some(FollowedJob {
-                    status: JobStatus {
-                        id,
-                        state: JobState::Queued,
-                        stage: "",
-                        progress: 0.0,
-                        step: 0,
-                        steps: 0,
-                        image_id: String::new(),
-                        output_path: String::new(),
-                        error: String::new(),
-                    },
+                    status: JobStatus::queued(id, 0),
                     prompt: self.prompt.trim().to_string(),
                     preview: None,
                     ours: true,

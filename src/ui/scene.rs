@@ -425,28 +425,28 @@ impl Renderer {
 
 /// Areas of nodes present in only one of the two lists.
 fn changed_areas(old: &[Node], new: &[Node]) -> Vec<Area> {
-    let mut counts: HashMap<u64, i32> = HashMap::new();
-    for n in old {
-        *counts.entry(n.fingerprint()).or_default() += 1;
-    }
-    let mut areas = Vec::new();
-    for n in new {
-        match counts.get_mut(&n.fingerprint()) {
-            Some(c) if *c > 0 => *c -= 1,
-            _ => areas.push(n.area()),
-        }
-    }
-    let mut counts: HashMap<u64, i32> = HashMap::new();
-    for n in new {
-        *counts.entry(n.fingerprint()).or_default() += 1;
-    }
-    for n in old {
-        match counts.get_mut(&n.fingerprint()) {
-            Some(c) if *c > 0 => *c -= 1,
-            _ => areas.push(n.area()),
-        }
-    }
+    let mut areas = unmatched(new, old);
+    areas.extend(unmatched(old, new));
     areas
+}
+
+/// Areas of the nodes of `these` with no equal node left in `others`.
+fn unmatched(these: &[Node], others: &[Node]) -> Vec<Area> {
+    let mut counts: HashMap<u64, i32> = HashMap::new();
+    for n in others {
+        *counts.entry(n.fingerprint()).or_default() += 1;
+    }
+    these
+        .iter()
+        .filter(|n| match counts.get_mut(&n.fingerprint()) {
+            Some(c) if *c > 0 => {
+                *c -= 1;
+                false
+            }
+            _ => true,
+        })
+        .map(Node::area)
+        .collect()
 }
 
 /// Clip to the frame, merge overlapping areas, and fall back to one full

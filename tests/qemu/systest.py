@@ -54,6 +54,11 @@ def stage_rootfs(image: Path, bins: Path, root: Path):
     install(sd / "pocket-studio.sysusers", root / "usr/lib/sysusers.d/pocket-studio.conf")
     install(sd / "pocket-studio.tmpfiles", root / "usr/lib/tmpfiles.d/pocket-studio.conf")
     install(sd / "config.example.toml", root / "usr/share/doc/pocket-studio/config.example.toml")
+    # The guest has no upscaler: with floating point emulated, a 4K upscale
+    # would take hours, so images stay at the bundle's native size.
+    etc = root / "etc/pocket-studio"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "config.toml").write_text('output = "native"\n')
     models = root / "usr/share/pocket-studio/models/default"
     shutil.copytree(REPO / "models/tiny-sd", models)
     wants = root / "etc/systemd/system/multi-user.target.wants"
