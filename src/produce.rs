@@ -163,7 +163,7 @@ impl Producer {
         let info = self.pipeline.info();
         let seed = request.seed;
         let upscaler = match output {
-            OutputKind::FourK => Some(self.upscaler.as_ref().ok_or_else(|| no_upscaler())?),
+            OutputKind::FourK => Some(self.upscaler.as_ref().ok_or_else(no_upscaler)?),
             OutputKind::Native => None,
         };
         self.gallery.check_room(final_w, final_h)?;

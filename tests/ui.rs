@@ -80,7 +80,7 @@ fn entry(n: u64) -> Entry {
         prompt: PROMPTS[n as usize % PROMPTS.len()].to_string(),
         seed: 1000 + n,
         width: 3840,
-        height: if n % 3 == 0 { 2160 } else { 3840 },
+        height: if n.is_multiple_of(3) { 2160 } else { 3840 },
         created: 1_795_000_000 + n,
         bytes: 7_900_000 + n * 10_000,
     }
@@ -553,15 +553,16 @@ fn tapping_keys_types_and_generate_runs_a_job_the_ui_follows_to_the_gallery() {
     let mut steps_seen = Vec::new();
     let mut saw_preview_mid_run = false;
     live.wait_for("the job to finish", Duration::from_secs(300), |app| {
-        if let Some(job) = app.job() {
-            if job.status.state == JobState::Running && job.status.step > 0 {
-                steps_seen.push(job.status.step);
-                if job.preview.is_some()
-                    && job.status.step < job.status.steps
-                    && app.screen() == &Screen::Progress
-                {
-                    saw_preview_mid_run = true;
-                }
+        if let Some(job) = app.job()
+            && job.status.state == JobState::Running
+            && job.status.step > 0
+        {
+            steps_seen.push(job.status.step);
+            if job.preview.is_some()
+                && job.status.step < job.status.steps
+                && app.screen() == &Screen::Progress
+            {
+                saw_preview_mid_run = true;
             }
         }
         matches!(app.screen(), Screen::Viewer(_))

@@ -663,7 +663,7 @@ fn problem(error: &Error) -> Dialog {
     }
 }
 
-/// Bytes as a person reads them: "812 MB", "12.4 GB" (a no-break space
+/// Bytes as a person reads them: "14 kB", "812 MB", "12.4 GB" (a no-break space
 /// keeps the number and unit on one line when text wraps).
 pub fn human_bytes(bytes: u64) -> String {
     const MB: f64 = 1e6;
@@ -672,7 +672,9 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{:.1}\u{a0}GB", b / 1e9)
     } else if b >= 10.0 * MB {
         format!("{:.0}\u{a0}MB", b / MB)
-    } else {
+    } else if b >= 0.1 * MB {
         format!("{:.1}\u{a0}MB", b / MB)
+    } else {
+        format!("{:.0}\u{a0}kB", b / 1e3)
     }
 }

@@ -239,12 +239,12 @@ fn pick_mode(modes: &[Mode], wanted: &str) -> Result<Mode, UiError> {
                 ))
             });
     }
-    Ok(modes
+    modes
         .iter()
         .find(|m| m.mode_type().contains(ModeTypeFlags::PREFERRED))
         .or_else(|| modes.first())
         .copied()
-        .expect("caller checked modes is not empty"))
+        .ok_or_else(|| UiError::NoDisplay("the output offers no mode".into()))
 }
 
 impl Surface for DrmSurface {

@@ -163,7 +163,8 @@ class UiDriver:
                 from PIL import Image
                 shot = self.work / "screen-viewer.png"
                 self.qmp.screendump(shot)
-                danger = sum(1 for p in Image.open(shot).convert("RGB").getdata() if p == DANGER)
+                colours = Image.open(shot).convert("RGB").getcolors(SCREEN[0] * SCREEN[1]) or []
+                danger = sum(count for count, colour in colours if colour == DANGER)
                 self.checks.append(("touch-ui-viewer", None if danger > 2000 else
                                     f"no Delete button on screen ({danger} danger-coloured pixels; see {shot})"))
         except (OSError, RuntimeError, ValueError, KeyError) as e:
