@@ -150,10 +150,16 @@ class UiDriver:
             if self.stage == "wait" and "SYSTEST-UI-READY" in console:
                 self.stage = "typed"
                 self.qmp = Qmp(self.work / "qmp.sock")
+                # The first frame may still be on its way: look a few times.
                 shot = self.work / "screen-compose.png"
-                self.qmp.screendump(shot)
-                self.checks.append(("display-shows-ui", compare_below_status_line(
-                    shot, GOLDEN / f"compose-empty-{SCREEN[0]}x{SCREEN[1]}.png")))
+                golden = GOLDEN / f"compose-empty-{SCREEN[0]}x{SCREEN[1]}.png"
+                for _ in range(15):
+                    self.qmp.screendump(shot)
+                    why = compare_below_status_line(shot, golden)
+                    if why is None:
+                        break
+                    time.sleep(1)
+                self.checks.append(("display-shows-ui", why))
                 keys = json.loads((GOLDEN / f"compose-keys-{SCREEN[0]}x{SCREEN[1]}.json").read_text())
                 for key in ("h", "i", "Go"):
                     self.qmp.tap(*keys[key])
