@@ -182,6 +182,8 @@ pub struct App {
     pub(super) thumbnails: HashMap<String, Picture>,
     pub(super) full: Option<(String, Picture)>,
     requested: HashSet<String>,
+    /// The viewer image last asked for: (id, width, height).
+    full_requested: Option<(String, u32, u32)>,
     pressed: Option<Action>,
     tracker: Tracker,
     hits: Vec<(Area, Action)>,
@@ -209,6 +211,7 @@ impl App {
             thumbnails: HashMap::new(),
             full: None,
             requested: HashSet::new(),
+            full_requested: None,
             pressed: None,
             tracker: Tracker::default(),
             hits: Vec::new(),
@@ -222,6 +225,7 @@ impl App {
         (self.width, self.height) = (width, height);
         self.thumbnails.clear();
         self.requested.clear();
+        self.full_requested = None;
         self.full = None;
         self.scroll = 0.0;
         self.dirty = true;
@@ -394,14 +398,10 @@ impl App {
         }
         match key {
             KeyInput::Char(c) => {
-                let before = self.keyboard.shifted;
-                self.keyboard.shifted = false;
-                if c == ' ' {
-                    self.type_key(Key::Space);
-                } else {
-                    self.type_key(Key::Char(c));
-                }
-                self.keyboard.shifted = before;
+                // A physical key arrives with its case; the on-screen shift
+                // does not apply.
+                Keyboard::insert(&mut self.prompt, c);
+                self.dirty = true;
             }
             KeyInput::Backspace => self.type_key(Key::Backspace),
             KeyInput::Enter => self.type_key(Key::Enter),
@@ -617,8 +617,9 @@ impl App {
 
     /// Ask for the viewer image once.
     pub(super) fn want_full(&mut self, id: &str, width: u32, height: u32) {
-        let key = format!("full:{id}:{width}x{height}");
-        if self.full.as_ref().is_none_or(|(f, _)| f != id) && self.requested.insert(key) {
+        let wanted = Some((id.to_string(), width, height));
+        if self.full.as_ref().is_none_or(|(f, _)| f != id) && self.full_requested != wanted {
+            self.full_requested = wanted;
             self.commands.push(Command::LoadFull {
                 id: id.to_string(),
                 width,

@@ -173,14 +173,6 @@ impl DrmSurface {
             Some(mode),
         )
         .map_err(|e| io("set mode (is another program the DRM master?)", e))?;
-        log::info!(
-            "display: {} {}x{}@{} on {}",
-            connector.interface().as_str(),
-            physical.0,
-            physical.1,
-            mode.vrefresh(),
-            path.display()
-        );
         Ok(DrmSurface {
             card,
             path: path.to_path_buf(),
@@ -257,10 +249,11 @@ impl Surface for DrmSurface {
 
     fn describe(&self) -> String {
         format!(
-            "{} {}x{} rotation {}",
+            "{} {}x{}@{} rotation {}",
             self.path.display(),
             self.physical.0,
             self.physical.1,
+            self.mode.vrefresh(),
             self.rotation
         )
     }

@@ -50,12 +50,6 @@ impl Headless {
             .map_err(|e| UiError::Display(format!("encode PNG: {e}")))
     }
 
-    /// The frame's size now.
-    pub fn size_now(&self) -> (u32, u32) {
-        let frame = self.lock();
-        (frame.width(), frame.height())
-    }
-
     /// A copy of what the "screen" shows now.
     pub fn snapshot(&self) -> Pixmap {
         self.lock().clone()

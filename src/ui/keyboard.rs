@@ -49,20 +49,25 @@ pub struct Keyboard {
 pub const MAX_PROMPT_CHARS: usize = 400;
 
 impl Keyboard {
+    /// Type `c` at the end of `text` while it is under
+    /// [`MAX_PROMPT_CHARS`]; also for physical keyboards.
+    pub fn insert(text: &mut String, c: char) {
+        if text.chars().count() < MAX_PROMPT_CHARS {
+            text.push(c);
+        }
+    }
+
     /// Apply a key to `text`; true when it was Enter.
     pub fn press(&mut self, key: Key, text: &mut String) -> bool {
-        let room = text.chars().count() < MAX_PROMPT_CHARS;
         match key {
-            Key::Char(c) if room => {
-                if self.shifted && c.is_alphabetic() {
-                    text.extend(c.to_uppercase());
-                    self.shifted = false;
-                } else {
-                    text.push(c);
+            Key::Char(c) if self.shifted && c.is_alphabetic() => {
+                for upper in c.to_uppercase() {
+                    Self::insert(text, upper);
                 }
+                self.shifted = false;
             }
-            Key::Space if room => text.push(' '),
-            Key::Char(_) | Key::Space => {}
+            Key::Char(c) => Self::insert(text, c),
+            Key::Space => Self::insert(text, ' '),
             Key::Backspace => {
                 text.pop();
             }
@@ -79,42 +84,39 @@ impl Keyboard {
     /// Rows of (key, width in key units); every row spans 10 units.
     fn rows(&self) -> Vec<Vec<(Key, f32)>> {
         let chars = |s: &str| s.chars().map(|c| (Key::Char(c), 1.0)).collect::<Vec<_>>();
-        match self.page {
-            Page::Letters => vec![
-                chars("qwertyuiop"),
-                chars("asdfghjkl"),
-                [
-                    vec![(Key::Shift, 1.5)],
-                    chars("zxcvbnm"),
-                    vec![(Key::Backspace, 1.5)],
-                ]
-                .concat(),
-                vec![
-                    (Key::Page(Page::Symbols), 1.5),
-                    (Key::Char(','), 1.0),
-                    (Key::Space, 5.0),
-                    (Key::Char('.'), 1.0),
-                    (Key::Enter, 1.5),
-                ],
+        let (top, middle, left, bottom, other) = match self.page {
+            Page::Letters => (
+                "qwertyuiop",
+                "asdfghjkl",
+                Key::Shift,
+                "zxcvbnm",
+                Page::Symbols,
+            ),
+            Page::Symbols => (
+                "1234567890",
+                "-/:;()&@\"",
+                Key::Char('%'),
+                "_?!'#+=",
+                Page::Letters,
+            ),
+        };
+        vec![
+            chars(top),
+            chars(middle),
+            [
+                vec![(left, 1.5)],
+                chars(bottom),
+                vec![(Key::Backspace, 1.5)],
+            ]
+            .concat(),
+            vec![
+                (Key::Page(other), 1.5),
+                (Key::Char(','), 1.0),
+                (Key::Space, 5.0),
+                (Key::Char('.'), 1.0),
+                (Key::Enter, 1.5),
             ],
-            Page::Symbols => vec![
-                chars("1234567890"),
-                chars("-/:;()&@\""),
-                [
-                    vec![(Key::Char('%'), 1.5)],
-                    chars("_?!'#+="),
-                    vec![(Key::Backspace, 1.5)],
-                ]
-                .concat(),
-                vec![
-                    (Key::Page(Page::Letters), 1.5),
-                    (Key::Char(','), 1.0),
-                    (Key::Space, 5.0),
-                    (Key::Char('.'), 1.0),
-                    (Key::Enter, 1.5),
-                ],
-            ],
-        }
+        ]
     }
 
     fn label(&self, key: Key) -> String {

@@ -131,14 +131,15 @@ fn run(
     stop: &AtomicBool,
 ) -> Result<(), UiError> {
     let ui = &config.ui;
-    let (w, h) = screen.size_now();
+    let (w, h) = surface::Surface::size(&screen);
+    // Without a display the headless frame Screenshot reads is the surface
+    // itself; with one, it mirrors the display.
     let mut runtime = runtime::Runtime::new(
         studio,
-        Box::new(headless::Headless::new(w, h)?),
+        Box::new(screen.clone()),
         font,
         config.state_dir.join("cache"),
     )?;
-    runtime.mirror_to(screen)?;
     let mut headless = true;
     let mut said_no_display = false;
     while !stop.load(Ordering::Relaxed) {
@@ -147,7 +148,7 @@ fn run(
                 said_no_display = false;
                 log::info!("touch UI on {}", surface::Surface::describe(&surface));
                 let physical = surface.physical_size();
-                runtime.set_surface(Box::new(surface))?;
+                runtime.set_surface(Box::new(surface), Some(screen.clone()))?;
                 headless = false;
                 let orientation = input::Orientation {
                     physical,
@@ -167,7 +168,8 @@ fn run(
                     said_no_display = true;
                 }
                 if !headless {
-                    runtime.set_surface(Box::new(headless::Headless::new(w, h)?))?;
+                    screen.resize(w, h)?;
+                    runtime.set_surface(Box::new(screen.clone()), None)?;
                     headless = true;
                 }
                 let until = Instant::now() + DISPLAY_RETRY;

@@ -38,22 +38,11 @@ struct Load {
     thumbnail: bool,
 }
 
-/// A decoded picture (or why not).
+/// A decoded picture, ready to draw (or why not).
 struct Loaded {
     id: String,
     thumbnail: bool,
-    result: CoreResult<Image>,
-}
-
-/// Frame-time figures for logs and benchmarks.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FrameStats {
-    /// Frames rendered.
-    pub frames: u64,
-    /// Slowest render + present.
-    pub slowest: Duration,
-    /// The last one.
-    pub last: Duration,
+    result: CoreResult<Pixmap>,
 }
 
 /// See the module doc.
@@ -68,7 +57,6 @@ pub struct Runtime {
     loaded: mpsc::Receiver<Loaded>,
     status_read: Option<Instant>,
     next_key: u64,
-    stats: FrameStats,
     cache_dir: PathBuf,
     mirror: Option<Headless>,
 }
@@ -114,7 +102,6 @@ impl Runtime {
             loaded,
             status_read: None,
             next_key: 1,
-            stats: FrameStats::default(),
             cache_dir,
             mirror: None,
         };
@@ -123,27 +110,25 @@ impl Runtime {
         Ok(runtime)
     }
 
-    /// Also copy every frame into `mirror` (what D-Bus `Screenshot` reads).
-    pub fn mirror_to(&mut self, mirror: Headless) -> Result<(), UiError> {
-        let (w, h) = self.surface.size();
-        mirror.resize(w, h)?;
-        self.mirror = Some(mirror);
-        self.invalidate();
-        Ok(())
-    }
-
-    /// Show the UI on another surface (a display appeared or went away).
-    pub fn set_surface(&mut self, surface: Box<dyn Surface>) -> Result<(), UiError> {
+    /// Show the UI on another surface (a display appeared or went away),
+    /// copying every frame into `mirror` too when given (the headless frame
+    /// D-Bus `Screenshot` reads, while a display is the surface).
+    pub fn set_surface(
+        &mut self,
+        surface: Box<dyn Surface>,
+        mirror: Option<Headless>,
+    ) -> Result<(), UiError> {
         let (w, h) = surface.size();
         if (w, h) != self.surface.size() {
             self.renderer = Renderer::new(w, h)
                 .ok_or_else(|| UiError::Display(format!("bad frame size {w}x{h}")))?;
             self.app.resize(w, h);
-            if let Some(mirror) = &self.mirror {
-                mirror.resize(w, h)?;
-            }
+        }
+        if let Some(mirror) = &mirror {
+            mirror.resize(w, h)?;
         }
         self.surface = surface;
+        self.mirror = mirror;
         self.invalidate();
         Ok(())
     }
@@ -151,11 +136,6 @@ impl Runtime {
     /// The UI state (tests read screens, areas and the prompt from it).
     pub fn app(&self) -> &App {
         &self.app
-    }
-
-    /// Frame timings so far.
-    pub fn stats(&self) -> FrameStats {
-        self.stats
     }
 
     /// One input event.
@@ -180,8 +160,8 @@ impl Runtime {
         self.drain_events();
         while let Ok(loaded) = self.loaded.try_recv() {
             match loaded.result {
-                Ok(image) => {
-                    let picture = self.picture(&image);
+                Ok(pixmap) => {
+                    let picture = self.wrap(pixmap);
                     if loaded.thumbnail {
                         self.app.thumbnail_ready(loaded.id, picture);
                     } else {
@@ -220,9 +200,13 @@ impl Runtime {
         loop {
             match self.events.try_recv() {
                 Ok(Event::Changed(status)) => {
+                    // Only a new job changes the queue length (Finished
+                    // covers the end); steps and tiles leave it alone.
+                    if status.state == crate::studio::JobState::Queued {
+                        self.status_read = None;
+                    }
                     let prompt = self.studio.prompt(status.id).unwrap_or_default();
                     self.app.job_changed(status, &prompt);
-                    self.status_read = None;
                 }
                 Ok(Event::Preview { id, png }) => {
                     if let Ok(pixmap) = Pixmap::decode_png(&png) {
@@ -318,19 +302,6 @@ impl Runtime {
         }
     }
 
-    fn picture(&mut self, image: &Image) -> Picture {
-        let mut pixmap = Pixmap::new(image.width.max(1), image.height.max(1))
-            .unwrap_or_else(|| Pixmap::new(1, 1).expect("1x1 pixmap"));
-        for (px, rgb) in pixmap
-            .data_mut()
-            .chunks_exact_mut(4)
-            .zip(image.rgb.chunks_exact(3))
-        {
-            px.copy_from_slice(&[rgb[0], rgb[1], rgb[2], 255]);
-        }
-        self.wrap(pixmap)
-    }
-
     fn wrap(&mut self, pixmap: Pixmap) -> Picture {
         self.next_key += 1;
         Picture {
@@ -344,17 +315,12 @@ impl Runtime {
         if !self.app.needs_redraw() {
             return Ok(Vec::new());
         }
-        let started = Instant::now();
         let nodes = self.app.scene(&self.font);
         let damage = self.renderer.render(nodes, &self.font);
         self.surface.present(self.renderer.frame(), &damage)?;
         if let Some(mirror) = self.mirror.as_mut() {
             mirror.present(self.renderer.frame(), &damage)?;
         }
-        let took = started.elapsed();
-        self.stats.frames += 1;
-        self.stats.last = took;
-        self.stats.slowest = self.stats.slowest.max(took);
         Ok(damage)
     }
 
@@ -386,6 +352,7 @@ fn loader(requests: mpsc::Receiver<Load>, done: mpsc::Sender<Loaded>, cache_dir:
             }
             made
         };
+        let result = result.and_then(|image| opaque_pixmap(&image));
         if done
             .send(Loaded {
                 id: load.id,
@@ -397,4 +364,22 @@ fn loader(requests: mpsc::Receiver<Load>, done: mpsc::Sender<Loaded>, cache_dir:
             break;
         }
     }
+}
+
+/// An RGB image as an opaque premultiplied pixmap (done on the loader
+/// thread, so the UI thread only wraps it).
+fn opaque_pixmap(image: &Image) -> CoreResult<Pixmap> {
+    let rgba = image
+        .rgb
+        .chunks_exact(3)
+        .flat_map(|rgb| [rgb[0], rgb[1], rgb[2], 255])
+        .collect();
+    tiny_skia::IntSize::from_wh(image.width, image.height)
+        .and_then(|size| Pixmap::from_vec(rgba, size))
+        .ok_or_else(|| {
+            Error::invalid(
+                "image",
+                format!("bad size {}x{}", image.width, image.height),
+            )
+        })
 }

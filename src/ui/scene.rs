@@ -406,6 +406,14 @@ impl Renderer {
     }
 
     fn repaint(&mut self, area: &Area, nodes: &[Node], font: &Font) {
+        if (area.w as u32, area.h as u32) == (self.frame.width(), self.frame.height()) {
+            // The whole frame: draw in place, no scratch copy.
+            self.frame.fill(theme::BACKGROUND.with_alpha(255));
+            for node in nodes {
+                node.draw(&mut self.frame, 0, 0, font);
+            }
+            return;
+        }
         let Some(mut scratch) = Pixmap::new(area.w as u32, area.h as u32) else {
             return;
         };

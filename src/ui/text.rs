@@ -109,20 +109,28 @@ impl Font {
         width
     }
 
-    /// `text` cut to fit `max_width`, ending in an ellipsis when cut.
+    /// `text` cut to fit `max_width`, ending in an ellipsis when cut. One
+    /// pass over the text: it runs for labels on every frame.
     pub fn ellipsize(&self, text: &str, size: f32, max_width: f32) -> String {
         if self.measure(text, size) <= max_width {
             return text.to_string();
         }
-        let mut chars: Vec<char> = text.chars().collect();
-        while !chars.is_empty() {
-            chars.pop();
-            let candidate: String = chars.iter().collect::<String>().trim_end().to_string() + "…";
-            if self.measure(&candidate, size) <= max_width {
-                return candidate;
+        let room = max_width - self.measure("…", size);
+        let mut width = 0.0;
+        let mut previous = None;
+        let mut end = 0;
+        for (i, c) in text.char_indices() {
+            if let Some(p) = previous {
+                width += self.font.horizontal_kern(p, c, size).unwrap_or(0.0);
             }
+            width += self.with_glyph(c, size, |g| g.metrics.advance_width);
+            if width > room {
+                break;
+            }
+            previous = Some(c);
+            end = i + c.len_utf8();
         }
-        "…".to_string()
+        format!("{}…", text[..end].trim_end())
     }
 
     /// Greedy word wrap into lines no wider than `max_width`; words longer
