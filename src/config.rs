@@ -80,8 +80,12 @@ pub struct UiConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CameraConfig {
-    /// `auto` or a `/dev/videoN` path.
+    /// `auto` (the first device that captures video in a format we read)
+    /// or a `/dev/videoN` path.
     pub device: String,
+    /// Frames dropped after the stream starts, while auto exposure and white
+    /// balance settle.
+    pub warmup_frames: u32,
 }
 
 /// `[provenance]`: what every image carries.
@@ -142,6 +146,7 @@ impl Default for CameraConfig {
     fn default() -> Self {
         CameraConfig {
             device: "auto".into(),
+            warmup_frames: 5,
         }
     }
 }

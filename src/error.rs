@@ -88,6 +88,15 @@ pub enum Error {
         /// tract's message.
         reason: String,
     },
+    /// The camera cannot give a frame: none found, busy, no format we read,
+    /// unplugged, or a frame that does not decode.
+    #[error("camera {}{reason}", if device.is_empty() { String::new() } else { format!("{device}: ") })]
+    Camera {
+        /// The device node (empty when no device was chosen yet).
+        device: String,
+        /// What went wrong and, where it helps, what to do.
+        reason: String,
+    },
     /// Reading or writing a file outside the model bundle failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -5,12 +5,14 @@
 //! Only [`engine`] names tract types, so another runtime can sit beside it.
 
 pub mod bundle;
+pub mod camera;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod pipeline;
 pub mod produce;
 pub mod service;
+pub mod source;
 pub mod store;
 pub mod studio;
 pub mod ui;
@@ -20,7 +22,8 @@ pub use error::{Error, ModelFault, Result};
 pub use pipeline::noise::{NoiseSource, RecordedNoise, SeededNoise};
 pub use pipeline::scheduler::SchedulerKind;
 pub use pipeline::{
-    CancelToken, Generated, Image, NoProgress, Pipeline, Progress, Request, Settings, Stage,
+    CancelToken, Generated, Image, InitImage, NoProgress, Pipeline, Progress, Request, Settings,
+    Stage,
 };
 
 /// The version written into image metadata and `--version`.

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::pipeline::output::{Aspect, OutputKind, to_exact_size};
 use crate::pipeline::upscale::Upscaler;
-use crate::pipeline::{CancelToken, Pipeline, Progress, Request, Settings, Stage, Timings};
+use crate::pipeline::{
+    CancelToken, DEFAULT_STRENGTH, InitImage, Pipeline, Progress, Request, Settings, Stage, Timings,
+};
 use crate::store::{Entry, Gallery, ImageMeta};
 use crate::studio::JobSpec;
 use crate::{SchedulerKind, SeededNoise};
@@ -133,6 +135,10 @@ impl Producer {
             width: Some(width),
             height: Some(height),
             init_latents,
+            init: spec.init_image.as_ref().map(|image| InitImage {
+                image: (**image).clone(),
+                strength: spec.strength.unwrap_or(DEFAULT_STRENGTH),
+            }),
         };
         let settings = self.pipeline.resolve(&request)?;
         Ok(Plan {
@@ -171,7 +177,7 @@ impl Producer {
         let generated =
             self.pipeline
                 .run(&request, &mut SeededNoise::new(seed), progress, cancel)?;
-        let mut image = generated.image;
+        let mut image = generated.image.clone();
         if let Some(upscaler) = upscaler {
             progress.stage(Stage::Upscaling);
             image = to_exact_size(
@@ -202,10 +208,15 @@ impl Producer {
             upscaler: upscaler.map(|u| u.manifest().name.clone()),
             upscaler_sha256: upscaler.map(|u| u.sha256().to_string()),
             output: output.name().into(),
+            source: spec.source.clone().filter(|_| settings.strength.is_some()),
+            strength: settings.strength,
             software: format!("pocket-studio {}", crate::VERSION),
         };
         let id = self.gallery.new_id(&meta, &image);
         before_save(&id)?;
+        if let Some(source) = &generated.source {
+            self.gallery.save_source(&id, source)?;
+        }
         let entry = self.gallery.save_as(&id, &image, &meta)?;
         let path = self.gallery.path_of(&entry.id)?;
         Ok(Produced {

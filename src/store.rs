@@ -54,6 +54,10 @@ pub struct ImageMeta {
     pub upscaler_sha256: Option<String>,
     /// `4k` or `native`.
     pub output: String,
+    /// Image-to-image: where the init image came from.
+    pub source: Option<String>,
+    /// Image-to-image strength.
+    pub strength: Option<f32>,
     /// `pocket-studio <version>`.
     pub software: String,
 }
@@ -79,6 +83,9 @@ impl ImageMeta {
             text.push_str(&format!(
                 ", Upscaler: {upscaler}, Output size: {width}x{height}"
             ));
+        }
+        if let Some(strength) = self.strength {
+            text.push_str(&format!(", Denoising strength: {strength}"));
         }
         text.push_str(&format!(", Version: {}", self.software));
         text
@@ -107,6 +114,10 @@ impl ImageMeta {
             chunks.push(("upscaler", name.clone()));
             chunks.push(("upscaler_sha256", sha.clone()));
         }
+        if let (Some(source), Some(strength)) = (&self.source, self.strength) {
+            chunks.push(("init_image", source.clone()));
+            chunks.push(("strength", strength.to_string()));
+        }
         chunks
     }
 
@@ -130,10 +141,15 @@ impl ImageMeta {
             upscaler: get("upscaler"),
             upscaler_sha256: get("upscaler_sha256"),
             output: get("output").unwrap_or_else(|| "native".into()),
+            source: get("init_image"),
+            strength: get("strength").and_then(|s| s.parse().ok()),
             software: get("Software").unwrap_or_default(),
         })
     }
 }
+
+/// Subfolder of the gallery holding image-to-image sources.
+const SOURCES_DIR: &str = "sources";
 
 /// One gallery image as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,10 +370,30 @@ impl Gallery {
         Ok(entry)
     }
 
-    /// Delete an image by id.
+    /// Keep an image-to-image job's source (as the model saw it) beside its
+    /// result, under `sources/<id>.png`, so the gallery can show before and
+    /// after. Written before the result, so no result lacks its source.
+    pub fn save_source(&self, id: &str, source: &Image) -> Result<PathBuf> {
+        let dir = self.dir.join(SOURCES_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join(format!("{id}.png"));
+        write_png(&path, source, &[])?;
+        Ok(path)
+    }
+
+    /// The source of an image-to-image result, if it has one.
+    pub fn source_of(&self, id: &str) -> Option<PathBuf> {
+        let path = self.dir.join(SOURCES_DIR).join(format!("{id}.png"));
+        path.is_file().then_some(path)
+    }
+
+    /// Delete an image by id (and its source, if any).
     pub fn delete(&self, id: &str) -> Result<()> {
         let path = self.path_of(id)?;
         std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        if let Some(source) = self.source_of(id) {
+            let _ = std::fs::remove_file(source);
+        }
         self.lock().retain(|e| e.id != id);
         self.write_index()
     }

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pipeline::output::{Aspect, OutputKind};
 use crate::pipeline::upscale::Upscaler;
-use crate::pipeline::{CancelToken, Pipeline, Progress, Stage};
+use crate::pipeline::{CancelToken, Image, Pipeline, Progress, Stage};
 use crate::produce::Producer;
 use crate::store::Gallery;
 use crate::{Bundle, SchedulerKind};
@@ -49,6 +49,18 @@ pub struct JobSpec {
     pub output: Option<String>,
     /// `square`, `landscape` or `portrait` when no size is given.
     pub aspect: Option<String>,
+    /// Image-to-image strength in (0, 1]; `None` takes the default (0.8)
+    /// when an init image is set.
+    #[serde(default)]
+    pub strength: Option<f32>,
+    /// Where the init image came from (`camera /dev/video0 YUYV 640x360`,
+    /// `image 800x600`), recorded in the PNG's metadata.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The init image of an image-to-image job. Journaled as a PNG beside
+    /// the job's JSON, not inside it.
+    #[serde(skip)]
+    pub init_image: Option<Arc<Image>>,
     /// Set by the worker just before saving: the gallery id the image is
     /// written under. A restart that finds this image in the gallery counts
     /// the job done instead of running it twice.
@@ -196,6 +208,9 @@ pub struct Studio {
     /// The loaded bundle, or the file at fault and why it is unusable.
     model: std::result::Result<crate::BundleInfo, (PathBuf, String)>,
     upscaler_name: Option<String>,
+    camera: crate::config::CameraConfig,
+    /// One capture at a time: a second open of a streaming camera is EBUSY.
+    camera_lock: Mutex<()>,
     worker: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -296,6 +311,8 @@ impl Studio {
             default_output,
             model,
             upscaler_name,
+            camera: config.camera.clone(),
+            camera_lock: Mutex::new(()),
             worker,
         })
     }
@@ -306,6 +323,21 @@ impl Studio {
             Error::model(file, crate::error::ModelFault::Invalid(reason.clone()))
         })?;
         validate(&spec)?;
+        if spec.strength.is_some() && spec.init_image.is_none() {
+            return Err(Error::invalid(
+                "strength",
+                "applies only with init_image or source=camera",
+            ));
+        }
+        if let Some(image) = &spec.init_image {
+            let steps = spec.steps.unwrap_or(info.default_steps);
+            crate::pipeline::check_strength(
+                spec.strength.unwrap_or(crate::pipeline::DEFAULT_STRENGTH),
+                steps,
+            )?;
+            spec.source
+                .get_or_insert_with(|| format!("image {}x{}", image.width, image.height));
+        }
         // Refuse at once what cannot be made or saved, rather than fail later.
         let sizes = crate::produce::Sizes::of(&spec, self.default_output, info)?;
         if sizes.output == OutputKind::FourK && self.upscaler_name.is_none() {
@@ -339,6 +371,24 @@ impl Studio {
         drop(queue);
         self.shared.wake.notify_all();
         Ok(id)
+    }
+
+    /// Take a frame from the camera and submit an image-to-image job
+    /// starting from it. Blocks for the capture (a few frame times): call it
+    /// off any event loop. Nothing is queued when the camera fails.
+    pub fn submit_from_camera(&self, mut spec: JobSpec) -> Result<u64> {
+        let info = self.model.as_ref().map_err(|(file, reason)| {
+            Error::model(file, crate::error::ModelFault::Invalid(reason.clone()))
+        })?;
+        validate(&spec)?;
+        let target = crate::produce::Sizes::of(&spec, self.default_output, info)?.generated;
+        let frame = {
+            let _one_at_a_time = self.camera_lock.lock().unwrap_or_else(|p| p.into_inner());
+            crate::camera::capture_one(&self.camera, target)?
+        };
+        spec.source = Some(frame.describe());
+        spec.init_image = Some(Arc::new(frame.image));
+        self.submit(spec)
     }
 
     /// Ask a job to stop; a queued job is cancelled at once, a running one at
@@ -520,6 +570,10 @@ pub fn validate(spec: &JobSpec) -> Result<()> {
     if let Some(name) = &spec.aspect {
         Aspect::from_name(name)?;
     }
+    if let Some(strength) = spec.strength {
+        let steps = spec.steps.unwrap_or(crate::pipeline::MAX_STEPS);
+        crate::pipeline::check_strength(strength, steps)?;
+    }
     for (key, value) in [("width", spec.width), ("height", spec.height)] {
         if let Some(v) = value.filter(|v| *v == 0 || v % 8 != 0 || *v > 4096) {
             return Err(Error::invalid(
@@ -556,19 +610,41 @@ fn journal_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:010}.json"))
 }
 
+fn init_image_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:010}.init.png"))
+}
+
 fn write_journal(dir: &Path, id: u64, spec: &JobSpec) -> Result<()> {
+    if let Some(image) = &spec.init_image {
+        let path = init_image_path(dir, id);
+        if !path.exists() {
+            crate::store::write_png(&path, image, &[])?;
+        }
+    }
     let path = journal_path(dir, id);
     let bytes = serde_json::to_vec(spec).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
     crate::store::write_file_atomically(&path, &bytes)
 }
 
 fn remove_journal(dir: &Path, id: u64) {
-    let path = journal_path(dir, id);
-    if let Err(e) = std::fs::remove_file(&path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        log::warn!("cannot remove {}: {e}", path.display());
+    for path in [journal_path(dir, id), init_image_path(dir, id)] {
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            log::warn!("cannot remove {}: {e}", path.display());
+        }
     }
+}
+
+/// A journaled job as it was accepted: its JSON, and its init image when it
+/// has a source. `None` when either is unreadable.
+fn read_journal(dir: &Path, id: u64, path: &Path) -> Option<JobSpec> {
+    let mut spec: JobSpec = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    if spec.source.is_some() {
+        let image = crate::store::read_png(&init_image_path(dir, id)).ok()?;
+        spec.init_image = Some(Arc::new(image));
+    }
+    Some(spec)
 }
 
 /// Put every journaled job back in the queue, oldest first, keeping its id.
@@ -585,9 +661,7 @@ fn replay_journal(shared: &Shared, gallery: &Gallery) -> Result<usize> {
     entries.sort();
     let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
     for (id, path) in &entries {
-        let spec: Option<JobSpec> = std::fs::read(path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let spec = read_journal(&shared.journal, *id, path);
         let status = JobStatus::queued(*id, 0);
         match spec {
             Some(spec)
@@ -616,7 +690,7 @@ fn replay_journal(shared: &Shared, gallery: &Gallery) -> Result<usize> {
                         cancel: CancelToken::new(),
                     },
                 );
-                let _ = std::fs::remove_file(path);
+                remove_journal(&shared.journal, *id);
             }
             Some(spec) => {
                 queue.jobs.insert(
@@ -646,7 +720,7 @@ fn replay_journal(shared: &Shared, gallery: &Gallery) -> Result<usize> {
                         cancel: CancelToken::new(),
                     },
                 );
-                let _ = std::fs::remove_file(path);
+                remove_journal(&shared.journal, *id);
             }
         }
         shared.next_id.fetch_max(id + 1, Ordering::SeqCst);

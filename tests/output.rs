@@ -235,6 +235,8 @@ fn meta(seed: u64) -> ImageMeta {
         upscaler: None,
         upscaler_sha256: None,
         output: "native".into(),
+        source: None,
+        strength: None,
         software: "pocket-studio test".into(),
     }
 }

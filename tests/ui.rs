@@ -457,6 +457,8 @@ fn meta(n: u64) -> ImageMeta {
         upscaler: None,
         upscaler_sha256: None,
         output: "native".into(),
+        source: None,
+        strength: None,
         software: "pocket-studio test".into(),
     }
 }

@@ -4,6 +4,7 @@
 //! front-ends build a [`Request`], pass a [`Progress`] sink and a
 //! [`CancelToken`], and get a [`Generated`] image back.
 
+mod img2img;
 pub mod noise;
 pub mod output;
 pub mod preview;
@@ -54,7 +55,23 @@ pub struct Request {
     /// Initial latents `[1, C, h, w]` used as diffusers' `latents=` (they are
     /// scaled by the scheduler's initial sigma); replace the seeded draw.
     pub init_latents: Option<Vec<f32>>,
+    /// Start from this picture instead of pure noise (image-to-image).
+    pub init: Option<InitImage>,
 }
+
+/// The source of an image-to-image request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitImage {
+    /// Any size: it is centre-cropped to the output's aspect and resampled.
+    pub image: Image,
+    /// How much of the source to repaint, in (0, 1]: 1 keeps only its
+    /// composition's faintest trace, 0.3 keeps most of it.
+    pub strength: f32,
+}
+
+/// Strength used when an image-to-image request names none (diffusers'
+/// default).
+pub const DEFAULT_STRENGTH: f32 = 0.8;
 
 /// A request with every default filled in and every value checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +86,8 @@ pub struct Settings {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
+    /// Image-to-image strength; `None` for text to image.
+    pub strength: Option<f32>,
 }
 
 /// Coarse phases of a job, as shown to users.
@@ -177,6 +196,8 @@ pub struct Timings {
     pub unet: Vec<Duration>,
     /// Scheduler arithmetic and guidance mixing, all steps.
     pub scheduler: Duration,
+    /// Image-to-image: fitting and VAE-encoding the source, adding noise.
+    pub vae_encode: Duration,
     /// VAE decoder call.
     pub vae_decode: Duration,
     /// Latents to RGB8 conversion.
@@ -198,6 +219,9 @@ pub struct Generated {
     pub dropped_prompt: String,
     /// Where the time went.
     pub timings: Timings,
+    /// Image-to-image: the source as the model saw it (cropped and resampled
+    /// to the generation size).
+    pub source: Option<Image>,
 }
 
 /// A loaded text-to-image bundle, ready to run many requests.
@@ -208,6 +232,8 @@ pub struct Pipeline {
     text_encoder: Model,
     unet: Model,
     vae_decoder: Model,
+    /// Loaded on the first image-to-image request: most jobs never need it.
+    vae_encoder: std::sync::OnceLock<Model>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -234,7 +260,27 @@ impl Pipeline {
             text_encoder,
             unet,
             vae_decoder,
+            vae_encoder: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The VAE encoder, loaded once on first use.
+    fn vae_encoder(&self) -> Result<&Model> {
+        if let Some(model) = self.vae_encoder.get() {
+            return Ok(model);
+        }
+        let path = self.bundle.file("vae_encoder/model.onnx");
+        if !path.exists() {
+            return Err(Error::invalid(
+                "init_image",
+                format!(
+                    "model {:?} has no vae_encoder, so it cannot start from an image",
+                    self.info().name
+                ),
+            ));
+        }
+        let model = Model::load(&path, "vae encoder")?;
+        Ok(self.vae_encoder.get_or_init(|| model))
     }
 
     /// Facts about the loaded bundle.
@@ -297,6 +343,10 @@ impl Pipeline {
                 ));
             }
         }
+        let strength = match &request.init {
+            Some(init) => Some(check_strength(init.strength, steps)?),
+            None => None,
+        };
         // Build once to surface scheduler config problems before any work.
         scheduler.build(&self.scheduler_config, steps as usize)?;
         Ok(Settings {
@@ -305,6 +355,7 @@ impl Pipeline {
             scheduler,
             width,
             height,
+            strength,
         })
     }
 
@@ -354,6 +405,23 @@ pub fn check_request_values(
         ));
     }
     Ok(())
+}
+
+/// Strength must lie in (0, 1] and leave at least one of `steps` to run.
+pub fn check_strength(strength: f32, steps: u32) -> Result<f32> {
+    if !strength.is_finite() || strength <= 0.0 || strength > 1.0 {
+        return Err(Error::invalid(
+            "strength",
+            format!("{strength} is out of range (0, 1]"),
+        ));
+    }
+    if img2img::start_step(steps, strength).is_none() {
+        return Err(Error::invalid(
+            "strength",
+            format!("{strength} of {steps} steps leaves no step to run; raise either"),
+        ));
+    }
+    Ok(strength)
 }
 
 fn check_side(key: &'static str, value: u32, max: u32, multiple: u32) -> Result<()> {

@@ -64,22 +64,36 @@ impl Pipeline {
         let mut scheduler = settings
             .scheduler
             .build(&self.scheduler_config, settings.steps as usize)?;
-        let mut latents = match &request.init_latents {
-            Some(given) => given.clone(),
+        let tick = Instant::now();
+        let (mut latents, start, source) = match &request.init {
+            Some(init) => {
+                let (latents, start, source) =
+                    self.image_latents(init, &settings, scheduler.as_ref(), noise)?;
+                timings.vae_encode = tick.elapsed();
+                (latents, start, Some(source))
+            }
             None => {
-                let mut drawn = vec![0.0f32; latent_shape.iter().product()];
-                noise.fill(&mut drawn)?;
-                drawn
+                let mut drawn = match &request.init_latents {
+                    Some(given) => given.clone(),
+                    None => {
+                        let mut drawn = vec![0.0f32; latent_shape.iter().product()];
+                        noise.fill(&mut drawn)?;
+                        drawn
+                    }
+                };
+                let sigma = scheduler.init_noise_sigma();
+                drawn.iter_mut().for_each(|x| *x *= sigma);
+                (drawn, 0, None)
             }
         };
-        let sigma = scheduler.init_noise_sigma();
-        latents.iter_mut().for_each(|x| *x *= sigma);
+        cancel.check()?;
 
         progress.stage(Stage::Denoising);
         let timesteps = scheduler.timesteps().to_vec();
+        let to_run = timesteps.len() - start;
         let per_image = latents.len();
         let mut unet_input = Vec::with_capacity(per_image * batch);
-        for (index, &t) in timesteps.iter().enumerate() {
+        for (index, &t) in timesteps.iter().enumerate().skip(start) {
             let tick = Instant::now();
             unet_input.clear();
             for _ in 0..batch {
@@ -118,7 +132,7 @@ impl Pipeline {
             };
             scheduler.step(&guided, index, &mut latents, noise)?;
             timings.scheduler += tick.elapsed();
-            progress.step(index + 1, timesteps.len());
+            progress.step(index + 1 - start, to_run);
             progress.latents(&latents, latent_shape[1], latent_shape[2], latent_shape[3]);
             cancel.check()?;
         }
@@ -146,6 +160,7 @@ impl Pipeline {
             settings,
             dropped_prompt: cond.dropped_text,
             timings,
+            source,
         })
     }
 

@@ -7,6 +7,7 @@
 //! PropertiesChanged to 10 Hz per job.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,8 @@ pub enum StudioError {
     NotFound(String),
     /// The job was cancelled.
     Cancelled(String),
+    /// `source=camera` but no frame could be taken (none, busy, unplugged).
+    CameraUnavailable(String),
 }
 
 /// What a method call can fail with: the standard `InvalidArgs`, another
@@ -136,6 +139,7 @@ impl From<Error> for CallError {
             }
             Error::NotFound(_) => CallError::Studio(StudioError::NotFound(text)),
             Error::Cancelled => CallError::Studio(StudioError::Cancelled(text)),
+            Error::Camera { .. } => CallError::Studio(StudioError::CameraUnavailable(text)),
             _ => CallError::Standard(zbus::fdo::Error::Failed(text)),
         }
     }
@@ -145,8 +149,47 @@ fn invalid(key: &str, reason: impl std::fmt::Display) -> CallError {
     CallError::Standard(zbus::fdo::Error::InvalidArgs(format!("{key}: {reason}")))
 }
 
+/// Where a `Generate` request's starting picture comes from.
+#[derive(Debug)]
+pub enum InitSource {
+    /// Text to image.
+    None,
+    /// `init_image`: a PNG or JPEG read from the passed fd.
+    Fd(std::os::fd::OwnedFd),
+    /// `source = "camera"`: a frame taken when the job is accepted.
+    Camera,
+}
+
+/// Read and decode a passed init image off the event loop, refusing
+/// anything past the caps (`source::MAX_BYTES`, `MAX_SIDE`). A pipe whose
+/// writer never finishes is given up on after [`INIT_READ_TIMEOUT`].
+async fn read_init_image(fd: std::os::fd::OwnedFd) -> Result<crate::pipeline::Image, CallError> {
+    let work = tokio::task::spawn_blocking(move || {
+        let bytes = crate::source::read_capped(std::fs::File::from(fd))?;
+        crate::source::decode(&bytes)
+    });
+    match tokio::time::timeout(INIT_READ_TIMEOUT, work).await {
+        Ok(Ok(decoded)) => Ok(decoded?),
+        Ok(Err(e)) => Err(CallError::Standard(zbus::fdo::Error::Failed(format!(
+            "init_image: {e}"
+        )))),
+        Err(_) => Err(invalid(
+            "init_image",
+            format!(
+                "was not readable to its end within {} s",
+                INIT_READ_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// How long a client may take to deliver an `init_image`'s bytes.
+const INIT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Turn a `Generate` dictionary into a job, naming any bad key.
-pub fn parse_request(request: &HashMap<String, OwnedVariant>) -> Result<JobSpec, CallError> {
+pub fn parse_request(
+    request: &HashMap<String, OwnedVariant>,
+) -> Result<(JobSpec, InitSource), CallError> {
     fn text(key: &str, v: &Variant<'_>) -> Result<String, CallError> {
         match v {
             Variant::Str(s) => Ok(s.to_string()),
@@ -177,6 +220,8 @@ pub fn parse_request(request: &HashMap<String, OwnedVariant>) -> Result<JobSpec,
     let mut spec = JobSpec::default();
     let mut has_prompt = false;
     let mut style = None;
+    let mut init = InitSource::None;
+    let mut camera = false;
     for (key, value) in request {
         let v: &Variant<'_> = value;
         match key.as_str() {
@@ -202,12 +247,31 @@ pub fn parse_request(request: &HashMap<String, OwnedVariant>) -> Result<JobSpec,
             "output" => spec.output = Some(text(key, v)?),
             "aspect" => spec.aspect = Some(text(key, v)?),
             "style" => style = Some(text(key, v)?),
-            "init_image" | "source" | "strength" => {
-                return Err(invalid(
-                    key,
-                    "image-to-image is not supported by this build yet",
-                ));
-            }
+            "strength" => spec.strength = Some(double(key, v)? as f32),
+            "init_image" => match v {
+                Variant::Fd(fd) => {
+                    let owned = fd
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .map_err(|e| invalid(key, format!("the passed fd cannot be used: {e}")))?;
+                    init = InitSource::Fd(owned);
+                }
+                other => {
+                    return Err(invalid(
+                        key,
+                        format!("expected h, got {}", other.value_signature()),
+                    ));
+                }
+            },
+            "source" => match text(key, v)?.as_str() {
+                "camera" => camera = true,
+                other => {
+                    return Err(invalid(
+                        key,
+                        format!("unknown source {other:?} (known: camera)"),
+                    ));
+                }
+            },
             other => return Err(invalid(other, "unknown key")),
         }
     }
@@ -218,7 +282,22 @@ pub fn parse_request(request: &HashMap<String, OwnedVariant>) -> Result<JobSpec,
         crate::studio::apply_style(&mut spec, &name).map_err(CallError::from)?;
     }
     crate::studio::validate(&spec).map_err(CallError::from)?;
-    Ok(spec)
+    if camera {
+        if matches!(init, InitSource::Fd(_)) {
+            return Err(invalid(
+                "source",
+                "give either init_image or source=camera, not both",
+            ));
+        }
+        init = InitSource::Camera;
+    }
+    if spec.strength.is_some() && matches!(init, InitSource::None) {
+        return Err(invalid(
+            "strength",
+            "applies only with init_image or source=camera",
+        ));
+    }
+    Ok((spec, init))
 }
 
 /// The manager object at [`OBJECT_PATH`].
@@ -275,8 +354,20 @@ impl Manager {
         request: HashMap<String, OwnedVariant>,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, CallError> {
-        let spec = parse_request(&request)?;
-        let id = self.studio.submit(spec)?;
+        let (mut spec, init) = parse_request(&request)?;
+        let id = match init {
+            InitSource::None => self.studio.submit(spec)?,
+            InitSource::Fd(fd) => {
+                spec.init_image = Some(Arc::new(read_init_image(fd).await?));
+                self.studio.submit(spec)?
+            }
+            InitSource::Camera => {
+                let studio = self.studio.clone();
+                tokio::task::spawn_blocking(move || studio.submit_from_camera(spec))
+                    .await
+                    .map_err(|e| CallError::Standard(zbus::fdo::Error::Failed(e.to_string())))??
+            }
+        };
         let path = job_path(id);
         let status = self.studio.status(id);
         if let Some(status) = status {

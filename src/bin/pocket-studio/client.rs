@@ -27,7 +27,17 @@ pub async fn connect(bus: &str) -> Result<Connection> {
 }
 
 /// Submit a job (and a style preset) to the service and follow it.
-pub async fn generate(bus: &str, submit: JobSpec, style: Option<String>) -> Result<()> {
+pub async fn generate(bus: &str, submit: JobSpec, args: &crate::GenerateArgs) -> Result<()> {
+    let style = args.style.clone();
+    if args.camera.as_deref().is_some_and(|d| d != "auto") {
+        bail!("with --bus the service uses its configured camera; give --camera without a device");
+    }
+    let init_file = match &args.init_image {
+        Some(path) => Some(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        ),
+        None => None,
+    };
     let connection = connect(bus).await?;
     let manager = ManagerProxy::new(&connection).await?;
     let mut request: HashMap<&str, Variant<'_>> = HashMap::new();
@@ -62,6 +72,15 @@ pub async fn generate(bus: &str, submit: JobSpec, style: Option<String>) -> Resu
     }
     if let Some(v) = submit.height {
         request.insert("height", Variant::from(v));
+    }
+    if let Some(v) = submit.strength {
+        request.insert("strength", Variant::from(f64::from(v)));
+    }
+    if let Some(file) = &init_file {
+        request.insert("init_image", Variant::from(zbus::Fd::from(file)));
+    }
+    if args.camera.is_some() {
+        request.insert("source", Variant::from("camera"));
     }
     let request: HashMap<String, OwnedVariant> = request
         .into_iter()

@@ -132,6 +132,18 @@ struct GenerateArgs {
     /// used as diffusers' `latents=`.
     #[arg(long)]
     latents: Option<PathBuf>,
+    /// Start from this PNG or JPEG (image to image); it is centre-cropped to
+    /// the output's aspect.
+    #[arg(long, value_name = "FILE", conflicts_with = "camera")]
+    init_image: Option<PathBuf>,
+    /// Start from a camera frame: `--camera` takes the first camera (with
+    /// --bus: the service's configured one), `--camera /dev/videoN` a given
+    /// one (in-process only).
+    #[arg(long, value_name = "DEVICE", num_args = 0..=1, default_missing_value = "auto")]
+    camera: Option<String>,
+    /// How much of the source to repaint, in (0, 1] [default: 0.8].
+    #[arg(long)]
+    strength: Option<f32>,
 }
 
 #[derive(clap::Args)]
@@ -167,7 +179,7 @@ fn main() -> ExitCode {
     let bus = cli.bus.clone().unwrap_or_else(|| "system".into());
     let result = match cli.command {
         Command::Generate(args) if cli.bus.is_some() => {
-            on_bus(client::generate(&bus, job_spec(&args), args.style.clone()))
+            on_bus(client::generate(&bus, job_spec(&args), &args))
         }
         Command::Generate(args) => generate(*args),
         Command::Tokenize { prompt, model } => tokenize(&prompt, &model),
@@ -234,8 +246,19 @@ fn job_spec(args: &GenerateArgs) -> JobSpec {
         height: args.height,
         output: args.output.clone(),
         aspect: args.aspect.clone(),
-        saving_as: None,
+        strength: args.strength,
+        ..JobSpec::default()
     }
+}
+
+/// Decode `--init-image`, with the same caps the service applies.
+fn read_init_image(path: &Path) -> Result<pocket_studio::Image> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let bytes = pocket_studio::source::read_capped(file)
+        .with_context(|| format!("--init-image {}", path.display()))?;
+    pocket_studio::source::decode(&bytes)
+        .with_context(|| format!("--init-image {}", path.display()))
 }
 
 fn load(model: &Path) -> Result<Pipeline> {
@@ -302,12 +325,21 @@ impl Progress for Bar {
 fn generate(args: GenerateArgs) -> Result<()> {
     anyhow::ensure!(args.style.is_none(), "--style needs the service (--bus)");
     let output = OutputKind::from_name(args.output.as_deref().unwrap_or("4k"))?;
-    let spec = JobSpec {
+    let mut spec = JobSpec {
         seed: Some(args.seed.unwrap_or_else(random_seed)),
         output: Some(output.name().into()),
         ..job_spec(&args)
     };
     pocket_studio::studio::validate(&spec)?;
+    anyhow::ensure!(
+        args.strength.is_none() || args.init_image.is_some() || args.camera.is_some(),
+        "--strength needs --init-image or --camera"
+    );
+    if let Some(path) = &args.init_image {
+        let image = read_init_image(path)?;
+        spec.source = Some(format!("image {}x{}", image.width, image.height));
+        spec.init_image = Some(Arc::new(image));
+    }
     let init_latents = args.latents.as_deref().map(read_npy_f32).transpose()?;
     let mut producer = Producer {
         pipeline: load(&args.model)?,
@@ -315,6 +347,18 @@ fn generate(args: GenerateArgs) -> Result<()> {
         gallery: Arc::new(Gallery::open(&args.out, Limits::default())?),
         default_output: output,
     };
+    if let Some(device) = &args.camera {
+        let info = producer.pipeline.info();
+        let target = pocket_studio::produce::Sizes::of(&spec, output, info)?.generated;
+        let camera = pocket_studio::config::CameraConfig {
+            device: device.clone(),
+            ..Default::default()
+        };
+        let frame = pocket_studio::camera::capture_one(&camera, target)?;
+        eprintln!("{}", frame.describe());
+        spec.source = Some(frame.describe());
+        spec.init_image = Some(Arc::new(frame.image));
+    }
     // Refuse bad values before loading the upscaler or touching the disk.
     producer.plan(&spec, init_latents.clone())?;
     if output == OutputKind::FourK {

@@ -121,6 +121,11 @@ impl Scheduler for Ddim {
         1.0
     }
 
+    fn add_noise(&self, sample: &mut [f32], noise: &[f32], index: usize) {
+        let alpha = self.alphas_cumprod[self.steps_at[index]];
+        super::add_noise_at_alpha(alpha, sample, noise);
+    }
+
     fn step(
         &mut self,
         model_output: &[f32],

@@ -95,6 +95,13 @@ impl Scheduler for DpmPp2m {
         1.0
     }
 
+    fn add_noise(&self, sample: &mut [f32], noise: &[f32], index: usize) {
+        let (alpha, sigma, _) = alpha_sigma_lambda(self.sigmas[index]);
+        for (x, &n) in sample.iter_mut().zip(noise) {
+            *x = alpha * *x + sigma * n;
+        }
+    }
+
     fn step(
         &mut self,
         model_output: &[f32],

@@ -83,6 +83,14 @@ impl SigmaSchedule {
         sample.iter_mut().for_each(|x| *x /= denom);
     }
 
+    /// diffusers' sigma-space `add_noise`: `x + noise * sigma`.
+    pub(crate) fn add_noise(&self, sample: &mut [f32], noise: &[f32], index: usize) {
+        let sigma = self.sigmas[index];
+        for (x, &n) in sample.iter_mut().zip(noise) {
+            *x += n * sigma;
+        }
+    }
+
     /// The model's estimate of the clean latents at noise level `sigma`.
     pub(crate) fn predict_x0(&self, out: f32, sample: f32, sigma: f32) -> f32 {
         match self.prediction {
@@ -121,6 +129,10 @@ impl Scheduler for Euler {
 
     fn scale_model_input(&self, sample: &mut [f32], index: usize) {
         self.schedule.scale(sample, index);
+    }
+
+    fn add_noise(&self, sample: &mut [f32], noise: &[f32], index: usize) {
+        self.schedule.add_noise(sample, noise, index);
     }
 
     fn step(

@@ -43,6 +43,10 @@ impl Scheduler for EulerAncestral {
         self.schedule.scale(sample, index);
     }
 
+    fn add_noise(&self, sample: &mut [f32], noise: &[f32], index: usize) {
+        self.schedule.add_noise(sample, noise, index);
+    }
+
     fn step(
         &mut self,
         model_output: &[f32],

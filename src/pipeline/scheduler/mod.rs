@@ -114,6 +114,11 @@ pub trait Scheduler: Send {
         let _ = (sample, index);
     }
 
+    /// Noise clean latents up to the level of step `index`, where
+    /// image-to-image starts (diffusers' `add_noise` at `timesteps[index]`
+    /// after `set_begin_index(index)`).
+    fn add_noise(&self, sample: &mut [f32], noise: &[f32], index: usize);
+
     /// Advance `sample` by one step given the (guided) model output.
     fn step(
         &mut self,
@@ -353,6 +358,15 @@ pub(crate) fn interp_index(x: f64, fp: &[f32]) -> f64 {
     let j = x.floor() as usize;
     let slope = (f64::from(fp[j + 1]) - f64::from(fp[j])) / 1.0;
     slope * (x - j as f64) + f64::from(fp[j])
+}
+
+/// diffusers' DDPM-style `add_noise` (DDIM, LCM):
+/// `sqrt(a_t) * x + sqrt(1 - a_t) * noise` in float32.
+pub(crate) fn add_noise_at_alpha(alpha_cumprod: f32, sample: &mut [f32], noise: &[f32]) {
+    let (signal, spread) = (alpha_cumprod.sqrt(), (1.0 - alpha_cumprod).sqrt());
+    for (x, &n) in sample.iter_mut().zip(noise) {
+        *x = signal * *x + spread * n;
+    }
 }
 
 /// The noise levels `sqrt((1 - a) / a)` in float32, as diffusers computes
