@@ -39,17 +39,19 @@ pub fn read_capped(reader: impl Read) -> Result<Vec<u8>> {
 }
 
 /// Decode a PNG or JPEG to RGB8, upright (EXIF orientation applied).
+/// JPEG pixels come from libjpeg-turbo, as in Pillow, so a photo starts
+/// image-to-image from the same values here as in diffusers.
 pub fn decode(bytes: &[u8]) -> Result<Image> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| refuse(format!("cannot be read: {e}")))?;
-    match reader.format() {
-        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+    let format = match reader.format() {
+        Some(f @ (image::ImageFormat::Png | image::ImageFormat::Jpeg)) => f,
         Some(other) => {
             return Err(refuse(format!("is {other:?}; PNG and JPEG are accepted")));
         }
         None => return Err(refuse("is not a PNG or JPEG image")),
-    }
+    };
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -61,21 +63,30 @@ pub fn decode(bytes: &[u8]) -> Result<Image> {
             "is {width}x{height}; at most {MAX_SIDE}x{MAX_SIDE} is accepted"
         )));
     }
+    if width < 8 || height < 8 {
+        return Err(refuse(format!(
+            "is {width}x{height}; at least 8x8 is needed"
+        )));
+    }
     decoder
         .set_limits(limits)
         .map_err(|e| refuse(describe(&e)))?;
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut picture = DynamicImage::from_decoder(decoder).map_err(|e| refuse(describe(&e)))?;
+    let mut picture = if format == image::ImageFormat::Jpeg {
+        drop(decoder);
+        let decoded = crate::camera::convert::decode_jpeg(bytes, MAX_SIDE)
+            .map_err(|e| refuse(format!("does not decode: {e}")))?;
+        let rgb = image::RgbImage::from_raw(decoded.width, decoded.height, decoded.rgb)
+            .ok_or_else(|| refuse("decoded to the wrong size"))?;
+        DynamicImage::ImageRgb8(rgb)
+    } else {
+        DynamicImage::from_decoder(decoder).map_err(|e| refuse(describe(&e)))?
+    };
     picture.apply_orientation(orientation);
     let rgb = picture.into_rgb8();
     let (width, height) = rgb.dimensions();
-    if width < 8 || height < 8 {
-        return Err(refuse(format!(
-            "is {width}x{height}; at least 8x8 is needed"
-        )));
-    }
     Ok(Image {
         width,
         height,

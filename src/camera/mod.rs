@@ -214,6 +214,12 @@ impl Camera {
     }
 
     fn negotiate(path: &Path, target: (u32, u32)) -> Result<Camera> {
+        if !path.exists() {
+            return Err(camera_error(
+                path,
+                "does not exist (check [camera] device, or plug the camera in)",
+            ));
+        }
         let device = Device::with_path(path).map_err(|e| os_error(path, "open", &e))?;
         let caps = device
             .query_caps()
