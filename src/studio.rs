@@ -373,15 +373,26 @@ impl Studio {
         Ok(id)
     }
 
+    /// The `[camera]` settings (the UI's viewfinder opens the same camera).
+    pub fn camera_config(&self) -> &crate::config::CameraConfig {
+        &self.camera
+    }
+
+    /// The generation size a spec resolves to (its aspect, the bundle's
+    /// native size), for sizing camera captures.
+    pub fn generation_size(&self, spec: &JobSpec) -> Result<(u32, u32)> {
+        let info = self.model.as_ref().map_err(|(file, reason)| {
+            Error::model(file, crate::error::ModelFault::Invalid(reason.clone()))
+        })?;
+        Ok(crate::produce::Sizes::of(spec, self.default_output, info)?.generated)
+    }
+
     /// Take a frame from the camera and submit an image-to-image job
     /// starting from it. Blocks for the capture (a few frame times): call it
     /// off any event loop. Nothing is queued when the camera fails.
     pub fn submit_from_camera(&self, mut spec: JobSpec) -> Result<u64> {
-        let info = self.model.as_ref().map_err(|(file, reason)| {
-            Error::model(file, crate::error::ModelFault::Invalid(reason.clone()))
-        })?;
         validate(&spec)?;
-        let target = crate::produce::Sizes::of(&spec, self.default_output, info)?.generated;
+        let target = self.generation_size(&spec)?;
         let frame = {
             let _one_at_a_time = self.camera_lock.lock().unwrap_or_else(|p| p.into_inner());
             crate::camera::capture_one(&self.camera, target)?

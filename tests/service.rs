@@ -548,11 +548,24 @@ async fn every_key_with_a_wrong_type_or_range_is_invalid_args_naming_it() {
         ),
         (
             "source",
-            vec![prompt.clone(), ("source", Variant::from("camera"))],
+            vec![prompt.clone(), ("source", Variant::from("webcam"))],
+        ),
+        (
+            "source",
+            vec![prompt.clone(), ("source", Variant::from(1u32))],
         ),
         (
             "strength",
             vec![prompt.clone(), ("strength", Variant::from(2.0f64))],
+        ),
+        (
+            "strength",
+            vec![prompt.clone(), ("strength", Variant::from("0.5"))],
+        ),
+        // Strength means nothing without a picture to start from.
+        (
+            "strength",
+            vec![prompt.clone(), ("strength", Variant::from(0.5f64))],
         ),
         (
             "colour",
@@ -570,6 +583,108 @@ async fn every_key_with_a_wrong_type_or_range_is_invalid_args_naming_it() {
     }
     // The service is still fine.
     assert_eq!(manager.queue_length().await.expect("alive"), 0);
+}
+
+/// A file the test passes over D-Bus as an `h`.
+fn fd_of(path: &Path) -> std::fs::File {
+    std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn img2img_from_a_passed_fd_records_its_source_and_bad_pictures_are_refused() {
+    let bus = Bus::start(&[]);
+    let service = Service::start(&bus, "[camera]\ndevice = \"/nonexistent/video9\"").await;
+    let connection = bus.connect().await;
+    let manager = ManagerProxy::new(&connection).await.expect("proxy");
+    let mut signals = job_signals(&connection).await;
+    let init = repo().join("tests/fixtures/parity/img2img-euler/init.png");
+
+    let file = fd_of(&init);
+    let path = manager
+        .generate(request(&[
+            ("prompt", Variant::from("the same scene as a watercolour")),
+            ("init_image", Variant::from(zbus::Fd::from(&file))),
+            ("strength", Variant::from(0.5f64)),
+            ("steps", Variant::from(8u32)),
+            ("seed", Variant::from(5u64)),
+        ]))
+        .await
+        .expect("Generate with init_image");
+    let seen = follow(&mut signals, path.as_str(), Duration::from_secs(60)).await;
+    let (ok, output) = seen.finished.clone().expect("finished");
+    assert!(ok, "Finished(false): {output}");
+    // Strength 0.5 of 8 steps runs the last 4, and progress says so.
+    assert_eq!(
+        seen.steps.iter().max().copied(),
+        Some(4),
+        "{:?}",
+        seen.steps
+    );
+    let (_, _, text) = pocket_studio::store::read_png_text(Path::new(&output)).expect("PNG text");
+    assert_eq!(
+        text.get("init_image").map(String::as_str),
+        Some("image 64x64")
+    );
+    assert_eq!(text.get("strength").map(String::as_str), Some("0.5"));
+    assert!(
+        text["parameters"].contains("Denoising strength: 0.5"),
+        "{}",
+        text["parameters"]
+    );
+    let id = Path::new(&output)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("id");
+    let kept =
+        pocket_studio::store::read_png(&service.images().join("sources").join(format!("{id}.png")))
+            .expect("the source is kept beside the result");
+    assert_eq!(kept, pocket_studio::store::read_png(&init).expect("init"));
+
+    // Not a picture, a truncated one, both a picture and the camera, a camera
+    // that is not there: each refused at once, nothing queued.
+    let text_file = service.dir.path().join("notes.txt");
+    std::fs::write(&text_file, "not a picture").expect("write");
+    let truncated = service.dir.path().join("cut.png");
+    let bytes = std::fs::read(&init).expect("init bytes");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    for (key, bad) in [("init_image", &text_file), ("init_image", &truncated)] {
+        let file = fd_of(bad);
+        let err = manager
+            .generate(request(&[
+                ("prompt", Variant::from("x")),
+                ("init_image", Variant::from(zbus::Fd::from(&file))),
+            ]))
+            .await
+            .expect_err("a bad picture is refused");
+        let text = err.to_string();
+        assert!(text.contains("InvalidArgs") && text.contains(key), "{text}");
+    }
+    let file = fd_of(&init);
+    let err = manager
+        .generate(request(&[
+            ("prompt", Variant::from("x")),
+            ("init_image", Variant::from(zbus::Fd::from(&file))),
+            ("source", Variant::from("camera")),
+        ]))
+        .await
+        .expect_err("two sources");
+    assert!(err.to_string().contains("source"), "{err}");
+    let err = manager
+        .generate(request(&[
+            ("prompt", Variant::from("x")),
+            ("source", Variant::from("camera")),
+        ]))
+        .await
+        .expect_err("no camera");
+    let text = err.to_string();
+    assert!(
+        text.contains("org.pocketstudio.Studio1.Error.CameraUnavailable")
+            && text.contains("/nonexistent/video9")
+            && text.contains("does not exist"),
+        "{text}"
+    );
+    assert_eq!(manager.queue_length().await.expect("alive"), 0);
+    assert_eq!(manager.list_images(0, 10).await.expect("alive").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -672,14 +787,18 @@ async fn every_accepted_job_is_accounted_for_after(stop: fn(&mut Service)) {
     let connection = bus.connect().await;
     let manager = ManagerProxy::new(&connection).await.expect("proxy");
     let mut ids = Vec::new();
+    // Odd jobs start from a picture: their source is journaled too.
+    let init = fd_of(&repo().join("tests/fixtures/parity/img2img-euler/init.png"));
     for n in 0..4u32 {
-        let path = manager
-            .generate(request(&[
-                ("prompt", Variant::from(format!("survivor {n}"))),
-                ("steps", Variant::from(40u32)),
-            ]))
-            .await
-            .expect("Generate");
+        let mut pairs = vec![
+            ("prompt", Variant::from(format!("survivor {n}"))),
+            ("steps", Variant::from(40u32)),
+        ];
+        if n % 2 == 1 {
+            pairs.push(("init_image", Variant::from(zbus::Fd::from(&init))));
+            pairs.push(("strength", Variant::from(0.9f64)));
+        }
+        let path = manager.generate(request(&pairs)).await.expect("Generate");
         ids.push(path.to_string());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -739,6 +858,23 @@ async fn every_accepted_job_is_accounted_for_after(stop: fn(&mut Service)) {
         );
     }
     assert_eq!(images.len(), 4, "a job ran twice or was lost: {prompts:?}");
+    for image in &images {
+        let path = String::try_from(image["path"].clone()).expect("path");
+        let (_, _, text) = pocket_studio::store::read_png_text(Path::new(&path)).expect("text");
+        let from_picture = ["survivor 1", "survivor 3"].contains(&text["prompt"].as_str());
+        assert_eq!(
+            text.get("init_image").map(String::as_str),
+            from_picture.then_some("image 64x64"),
+            "{path}"
+        );
+    }
+    let journal = service.dir.path().join("state/jobs");
+    let left: Vec<_> = std::fs::read_dir(&journal)
+        .expect("journal dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "journal not cleaned up: {left:?}");
 }
 
 #[test]

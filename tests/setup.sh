@@ -9,6 +9,9 @@
 #                 kmod (depmod) and e2fsprogs (mke2fs -d, debugfs)
 #   touch UI:     libinput + libudev headers (both architectures), pkgconf
 #                 (aarch64-linux-gnu-pkg-config), DejaVu Sans for text
+#   camera:       libclang (bindgen generates the v4l crate's V4L2 bindings)
+#                 and libturbojpeg (MJPEG frames, JPEG init images), both
+#                 architectures for the latter
 #   system test:  Pillow (screendumps vs the UI goldens)
 #   Yocto layer:  oelint-adv
 set -euo pipefail
@@ -19,7 +22,7 @@ want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' 
 for pkg in dbus systemd util-linux \
     rustc-web gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
     qemu-user-static binfmt-support qemu-system-arm mmdebstrap arch-test kmod e2fsprogs cpio \
-    pkgconf libinput-dev libudev-dev fonts-dejavu-core; do
+    pkgconf libinput-dev libudev-dev fonts-dejavu-core libclang-dev libturbojpeg0-dev; do
     want "$pkg"
 done
 # (A new architecture always brings missing :arm64 packages, hence an update.)
@@ -30,6 +33,7 @@ want libstd-rust-web-dev:arm64
 want libc6:arm64
 want libinput-dev:arm64
 want libudev-dev:arm64
+want libturbojpeg0-dev:arm64
 if [ ${#need_packages[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need_packages[*]}"
     apt-get update -qq

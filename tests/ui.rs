@@ -153,6 +153,13 @@ impl Harness {
                         self.app.full_ready(id, image);
                     }
                     Command::Submit(spec) => self.submitted.push(spec),
+                    // The camera streams a test card into the viewfinder.
+                    Command::StartCamera { width, height } => {
+                        let frame = picture(self.keys, pattern(width, height, 5));
+                        self.app.viewfinder_frame(frame);
+                    }
+                    Command::StopCamera => {}
+                    Command::SubmitFromCamera(spec) => self.submitted.push(spec),
                     other => panic!("unexpected command {other:?}"),
                 }
             }
@@ -361,6 +368,60 @@ fn golden_progress_gallery_viewer_and_dialogs() {
         let mut empty = Harness::new(size);
         empty.tap(&Action::OpenGallery);
         empty.golden("gallery-empty");
+    }
+}
+
+#[test]
+fn golden_camera_screens_and_the_strength_slider() {
+    for size in SIZES {
+        let mut h = Harness::new(size);
+        // No prompt yet: the camera asks for one first.
+        h.tap(&Action::OpenCamera);
+        assert!(matches!(h.app.dialog(), Some(Dialog::Problem { .. })));
+        assert_eq!(h.app.screen(), &Screen::Compose);
+        h.tap(&Action::Dismiss);
+        type_on_keyboard(&mut h, "a watercolour");
+        h.tap(&Action::OpenCamera);
+        assert_eq!(h.app.screen(), &Screen::Camera);
+        assert!(h.app.has_viewfinder_frame());
+        assert_eq!(h.app.strength(), 0.6);
+        h.golden("camera");
+
+        // Drag the knob from the middle of the track to its first quarter.
+        let track = h.app.area_of(&Action::Strength).expect("slider");
+        let (x0, y) = track.centre();
+        h.app.press(x0, y, h.now);
+        h.app.motion(track.x as f32 + track.w as f32 * 0.25, y);
+        h.draw();
+        assert_eq!(h.app.strength(), 0.4, "a quarter of 0.2..1.0");
+        h.app.release(h.now);
+        h.app.press(track.right() as f32 + 5.0, y, h.now);
+        h.app.release(h.now);
+        assert_eq!(
+            h.app.strength(),
+            0.4,
+            "a tap past the end is not on the slider"
+        );
+        h.app.press(track.right() as f32 - 1.0, y, h.now);
+        h.app.release(h.now);
+        assert_eq!(h.app.strength(), 1.0, "a tap at the end sets the top");
+        h.draw();
+
+        h.tap(&Action::Shutter);
+        let spec = h.submitted.pop().expect("the shutter submits");
+        assert_eq!(spec.prompt, "a watercolour");
+        assert_eq!(spec.strength, Some(1.0));
+
+        let mut failed = Harness::new(size);
+        type_on_keyboard(&mut failed, "a watercolour");
+        failed.tap(&Action::OpenCamera);
+        failed.app.camera_failed(
+            "No camera: none found: no /dev/video* device (is a camera plugged in?)".into(),
+        );
+        failed.golden("camera-none");
+        assert!(failed.app.area_of(&Action::Shutter).is_some());
+        failed.tap(&Action::OpenCompose);
+        assert_eq!(failed.app.screen(), &Screen::Compose);
     }
 }
 
@@ -753,6 +814,31 @@ fn jobs_from_other_clients_show_and_cancel_returns_to_compose() {
         live.studio.status(other).expect("status").state,
         JobState::Cancelled
     );
+}
+
+#[test]
+fn the_camera_screen_says_why_there_is_no_camera_and_queues_nothing() {
+    let mut live = live(
+        4,
+        "reserve_mb = 1\n[camera]\ndevice = \"/nonexistent/video9\"",
+        0,
+    );
+    live.type_text("a watercolour");
+    live.tap(&Action::OpenCamera);
+    assert_eq!(live.app().screen(), &Screen::Camera);
+    live.wait_for("the camera error", Duration::from_secs(10), |app| {
+        app.camera_problem().is_some()
+    });
+    let why = live.app().camera_problem().unwrap_or_default().to_string();
+    assert!(
+        why.contains("/nonexistent/video9") && why.contains("does not exist"),
+        "{why}"
+    );
+    live.tap(&Action::Shutter);
+    assert!(live.studio.jobs().is_empty(), "no frame, no job");
+    live.tap(&Action::OpenCompose);
+    assert_eq!(live.app().screen(), &Screen::Compose);
+    assert_eq!(live.app().prompt(), "a watercolour");
 }
 
 #[test]

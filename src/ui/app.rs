@@ -48,6 +48,12 @@ pub enum Action {
     Generate,
     /// Go to the compose screen.
     OpenCompose,
+    /// Open the camera's viewfinder (image to image from a photo).
+    OpenCamera,
+    /// The strength slider (the value comes from where the finger is).
+    Strength,
+    /// Take the viewfinder's frame and restyle it with the prompt.
+    Shutter,
     /// Go to the gallery.
     OpenGallery,
     /// Go to the progress screen of the followed job.
@@ -95,7 +101,28 @@ pub enum Command {
         /// Box height.
         height: u32,
     },
+    /// Stream the camera into a `width` x `height` viewfinder (cropped to
+    /// fill, as the generation will crop); answer with
+    /// [`App::viewfinder_frame`] or [`App::camera_failed`].
+    StartCamera {
+        /// Viewfinder width.
+        width: u32,
+        /// Viewfinder height.
+        height: u32,
+    },
+    /// Stop streaming.
+    StopCamera,
+    /// Queue an image-to-image job from the latest camera frame; answer
+    /// with [`App::submitted`].
+    SubmitFromCamera(JobSpec),
 }
+
+/// Image-to-image strength the camera screen starts at: enough to restyle,
+/// little enough to keep the photo's composition.
+pub const DEFAULT_CAMERA_STRENGTH: f32 = 0.6;
+
+/// The strength slider's range and step.
+pub const STRENGTH_RANGE: (f32, f32, f32) = (0.2, 1.0, 0.05);
 
 /// A key from a physical keyboard (development, kiosks with keyboards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +144,8 @@ pub enum Screen {
     Compose,
     /// The followed job's live progress.
     Progress,
+    /// The camera's viewfinder, the strength slider and the shutter.
+    Camera,
     /// Thumbnail grid.
     Gallery,
     /// One image full size with its details.
@@ -181,6 +210,11 @@ pub struct App {
     pub(super) max_scroll: f32,
     pub(super) thumbnails: HashMap<String, Picture>,
     pub(super) full: Option<(String, Picture)>,
+    pub(super) strength: f32,
+    pub(super) viewfinder: Option<Picture>,
+    pub(super) camera_problem: Option<String>,
+    /// The viewfinder size the camera streams at, while it streams.
+    camera_requested: Option<(u32, u32)>,
     requested: HashSet<String>,
     /// The viewer image last asked for: (id, width, height).
     full_requested: Option<(String, u32, u32)>,
@@ -210,6 +244,10 @@ impl App {
             max_scroll: 0.0,
             thumbnails: HashMap::new(),
             full: None,
+            strength: DEFAULT_CAMERA_STRENGTH,
+            viewfinder: None,
+            camera_problem: None,
+            camera_requested: None,
             requested: HashSet::new(),
             full_requested: None,
             pressed: None,
@@ -228,6 +266,10 @@ impl App {
         self.full_requested = None;
         self.full = None;
         self.scroll = 0.0;
+        if self.camera_requested.take().is_some() {
+            self.commands.push(Command::StopCamera);
+        }
+        self.viewfinder = None;
         self.dirty = true;
     }
 
@@ -269,6 +311,21 @@ impl App {
     /// Gallery entries as last told, newest first.
     pub fn gallery(&self) -> &[Entry] {
         &self.gallery
+    }
+
+    /// The camera screen's strength.
+    pub fn strength(&self) -> f32 {
+        self.strength
+    }
+
+    /// Whether the viewfinder has a frame to show.
+    pub fn has_viewfinder_frame(&self) -> bool {
+        self.viewfinder.is_some()
+    }
+
+    /// Why the camera shows no picture, if it failed.
+    pub fn camera_problem(&self) -> Option<&str> {
+        self.camera_problem.as_deref()
     }
 
     /// Gallery scroll offset in pixels.
@@ -331,6 +388,9 @@ impl App {
         let action = self.hit(x, y);
         let repeats = action == Some(Action::Key(Key::Backspace));
         self.tracker.down(x, y, now, repeats);
+        if action == Some(Action::Strength) {
+            self.slide_to(x);
+        }
         if action.is_some() {
             self.pressed = action;
             self.dirty = true;
@@ -339,6 +399,12 @@ impl App {
 
     /// The finger moved.
     pub fn motion(&mut self, x: f32, y: f32) {
+        if self.pressed == Some(Action::Strength) {
+            // The slider follows the finger; a drag never scrolls it away.
+            let _ = self.tracker.moved(x, y);
+            self.slide_to(x);
+            return;
+        }
         if let Some(Gesture::Drag { dy }) = self.tracker.moved(x, y) {
             if self.pressed.take().is_some() {
                 self.dirty = true;
@@ -385,10 +451,11 @@ impl App {
     pub fn key(&mut self, key: KeyInput) {
         if key == KeyInput::Escape {
             if self.dialog.take().is_none() {
-                self.screen = match self.screen {
+                let back = match self.screen {
                     Screen::Viewer(_) => Screen::Gallery,
                     _ => Screen::Compose,
                 };
+                self.leave_camera(back);
             }
             self.dirty = true;
             return;
@@ -416,6 +483,59 @@ impl App {
         self.dirty = true;
     }
 
+    /// Set the strength from a finger at `x` on the slider, in steps.
+    fn slide_to(&mut self, x: f32) {
+        let Some(track) = self.area_of(&Action::Strength) else {
+            return;
+        };
+        let (low, high, step) = STRENGTH_RANGE;
+        let fraction = ((x - track.x as f32) / track.w.max(1) as f32).clamp(0.0, 1.0);
+        let value = low + ((fraction * (high - low)) / step).round() * step;
+        let value = (value * 100.0).round() / 100.0;
+        if value != self.strength {
+            self.strength = value;
+            self.dirty = true;
+        }
+    }
+
+    /// Leave the camera screen for `screen`, stopping the stream.
+    fn leave_camera(&mut self, screen: Screen) {
+        if self.camera_requested.take().is_some() {
+            self.commands.push(Command::StopCamera);
+        }
+        self.viewfinder = None;
+        self.screen = screen;
+    }
+
+    /// Ask the camera to stream into a viewfinder of this size (screens
+    /// call this while the camera screen shows).
+    pub(super) fn want_camera(&mut self, width: u32, height: u32) {
+        if self.camera_requested != Some((width, height)) && self.camera_problem.is_none() {
+            if self.camera_requested.is_some() {
+                self.commands.push(Command::StopCamera);
+            }
+            self.camera_requested = Some((width, height));
+            self.commands.push(Command::StartCamera { width, height });
+        }
+    }
+
+    /// A viewfinder frame, already at the viewfinder's size.
+    pub fn viewfinder_frame(&mut self, picture: Picture) {
+        if self.screen == Screen::Camera {
+            self.viewfinder = Some(picture);
+            self.camera_problem = None;
+            self.dirty = true;
+        }
+    }
+
+    /// The camera could not stream (none, busy, unplugged).
+    pub fn camera_failed(&mut self, why: String) {
+        self.camera_requested = None;
+        self.viewfinder = None;
+        self.camera_problem = Some(why);
+        self.dirty = true;
+    }
+
     fn scroll_by(&mut self, dy: f32) {
         let scroll = (self.scroll + dy).clamp(0.0, self.max_scroll.max(0.0));
         if scroll != self.scroll {
@@ -428,14 +548,27 @@ impl App {
         self.dirty = true;
         match action {
             Action::Key(key) => self.type_key(key),
-            Action::PromptField | Action::Backdrop => {}
+            Action::PromptField | Action::Backdrop | Action::Strength => {}
             Action::Style(n) => self.style = if self.style == Some(n) { None } else { Some(n) },
             Action::Aspect(n) => self.aspect = n.min(ASPECTS.len() - 1),
             Action::Generate => self.generate(),
-            Action::OpenCompose => self.screen = Screen::Compose,
+            Action::OpenCompose => self.leave_camera(Screen::Compose),
+            Action::OpenCamera => {
+                if self.prompt.trim().is_empty() {
+                    self.dialog = Some(Dialog::Problem {
+                        title: "Describe the new look first".into(),
+                        message: "Type how the photo should look (\"a watercolour\", \"a 3D figure\"), then tap Camera.".into(),
+                        gallery: false,
+                    });
+                } else {
+                    self.camera_problem = None;
+                    self.screen = Screen::Camera;
+                }
+            }
+            Action::Shutter => self.shutter(),
             Action::OpenGallery => {
                 self.dialog = None;
-                self.screen = Screen::Gallery;
+                self.leave_camera(Screen::Gallery);
             }
             Action::OpenProgress => self.screen = Screen::Progress,
             Action::CancelJob => {
@@ -484,6 +617,19 @@ impl App {
         }
     }
 
+    fn shutter(&mut self) {
+        if self.viewfinder.is_none() {
+            return;
+        }
+        match self.job_spec() {
+            Ok(spec) => self.commands.push(Command::SubmitFromCamera(JobSpec {
+                strength: Some(self.strength),
+                ..spec
+            })),
+            Err(e) => self.submitted(Err(e)),
+        }
+    }
+
     /// The core's answer to [`Command::Submit`].
     pub fn submitted(&mut self, result: Result<u64, Error>) {
         self.dirty = true;
@@ -495,7 +641,7 @@ impl App {
                     preview: None,
                     ours: true,
                 });
-                self.screen = Screen::Progress;
+                self.leave_camera(Screen::Progress);
             }
             Err(e) => self.dialog = Some(problem(&e)),
         }

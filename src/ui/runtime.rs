@@ -6,8 +6,9 @@
 //! happens on this thread.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tiny_skia::Pixmap;
@@ -20,6 +21,7 @@ use super::input::UiEvent;
 use super::scene::{Area, Picture, Renderer};
 use super::surface::Surface;
 use super::text::Font;
+use crate::camera::Frame;
 use crate::pipeline::Image;
 use crate::pipeline::output::resample_exact;
 use crate::store::{read_png, write_png};
@@ -45,6 +47,86 @@ struct Loaded {
     result: CoreResult<Pixmap>,
 }
 
+/// What the viewfinder thread sends the UI.
+enum FromCamera {
+    /// A frame resampled to the viewfinder's size.
+    Frame(Pixmap),
+    /// The camera stopped or never started; why, in a user's words.
+    Failed(String),
+}
+
+/// The camera streaming into the viewfinder on its own thread. Dropping it
+/// stops the stream (the thread notices within one frame).
+struct Viewfinder {
+    stop: Arc<AtomicBool>,
+    /// The newest full-size frame: what the shutter takes, at once.
+    latest: Arc<Mutex<Option<Frame>>>,
+    frames: mpsc::Receiver<FromCamera>,
+}
+
+impl Drop for Viewfinder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Viewfinder {
+    /// Open the configured camera at the size a capture for `spec` would use
+    /// and stream it, each frame cropped to fill `width` x `height`.
+    fn start(studio: &Studio, spec: &crate::studio::JobSpec, width: u32, height: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let latest = Arc::new(Mutex::new(None));
+        // One frame in flight: a slow UI drops frames instead of queueing them.
+        let (send, frames) = mpsc::sync_channel(1);
+        let config = studio.camera_config().clone();
+        let target = studio.generation_size(spec);
+        let thread = std::thread::Builder::new().name("ui-camera".into()).spawn({
+            let (stop, latest) = (stop.clone(), latest.clone());
+            move || {
+                let outcome = target.and_then(|target| {
+                    let camera = crate::camera::Camera::open(&config, target)?;
+                    let (format, ..) = camera.format();
+                    let device = camera.path().to_path_buf();
+                    camera.stream(&mut |image| {
+                        if let Ok(small) = resample_exact(&image, width, height)
+                            .and_then(|small| opaque_pixmap(&small))
+                        {
+                            let _ = send.try_send(FromCamera::Frame(small));
+                        }
+                        *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Frame {
+                            image,
+                            device: device.clone(),
+                            format,
+                        });
+                        !stop.load(Ordering::Relaxed)
+                    })
+                });
+                if let Err(e) = outcome {
+                    log::warn!("ui: viewfinder: {e}");
+                    let _ = send.send(FromCamera::Failed(camera_words(&e)));
+                }
+            }
+        });
+        if let Err(e) = thread {
+            log::warn!("ui: cannot start the camera thread: {e}");
+        }
+        Viewfinder {
+            stop,
+            latest,
+            frames,
+        }
+    }
+}
+
+/// A camera error as the viewfinder says it.
+fn camera_words(error: &Error) -> String {
+    match error {
+        Error::Camera { reason, device } if device.is_empty() => format!("No camera: {reason}"),
+        Error::Camera { reason, device } => format!("The camera {device} {reason}"),
+        other => other.to_string(),
+    }
+}
+
 /// See the module doc.
 pub struct Runtime {
     studio: Arc<Studio>,
@@ -59,6 +141,7 @@ pub struct Runtime {
     next_key: u64,
     cache_dir: PathBuf,
     mirror: Option<Headless>,
+    viewfinder: Option<Viewfinder>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -104,6 +187,7 @@ impl Runtime {
             next_key: 1,
             cache_dir,
             mirror: None,
+            viewfinder: None,
         };
         runtime.refresh_gallery();
         runtime.follow_running_job();
@@ -169,6 +253,23 @@ impl Runtime {
                     }
                 }
                 Err(e) => self.app.load_failed(&loaded.id, &e),
+            }
+        }
+        if let Some(viewfinder) = &self.viewfinder {
+            let mut newest = None;
+            while let Ok(update) = viewfinder.frames.try_recv() {
+                newest = Some(update);
+            }
+            match newest {
+                Some(FromCamera::Frame(pixmap)) => {
+                    let picture = self.wrap(pixmap);
+                    self.app.viewfinder_frame(picture);
+                }
+                Some(FromCamera::Failed(why)) => {
+                    self.viewfinder = None;
+                    self.app.camera_failed(why);
+                }
+                None => {}
             }
         }
         if self
@@ -269,6 +370,33 @@ impl Runtime {
                     }
                     self.app.deleted(&id, result);
                     self.refresh_gallery();
+                    self.status_read = None;
+                }
+                Command::StartCamera { width, height } => {
+                    let spec = self.app.job_spec().unwrap_or_default();
+                    self.viewfinder = Some(Viewfinder::start(&self.studio, &spec, width, height));
+                }
+                Command::StopCamera => self.viewfinder = None,
+                Command::SubmitFromCamera(mut spec) => {
+                    let frame = self
+                        .viewfinder
+                        .as_ref()
+                        .and_then(|v| v.latest.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                    let result = match frame {
+                        Some(frame) => {
+                            spec.source = Some(frame.describe());
+                            spec.init_image = Some(Arc::new(frame.image));
+                            self.studio.submit(spec)
+                        }
+                        None => Err(Error::Camera {
+                            device: String::new(),
+                            reason: "has not sent a frame yet".into(),
+                        }),
+                    };
+                    if let Ok(id) = result {
+                        log::info!("ui: submitted camera job {id}");
+                    }
+                    self.app.submitted(result);
                     self.status_read = None;
                 }
                 Command::LoadThumbnail { id, width, height } => self.load(id, width, height, true),

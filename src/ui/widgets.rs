@@ -210,6 +210,37 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A horizontal slider at `fraction` (0..=1) of its track. The whole
+    /// area is the hit target (at least a finger tall); the app sets the
+    /// value from where the finger is, so taps and drags both work.
+    pub fn slider(&mut self, area: Area, fraction: f32, action: Action) {
+        let m = self.metrics;
+        let knob = m.touch(28.0).min(area.h as f32);
+        let track_h = (6.0 * m.scale).max(4.0);
+        let (x, w) = (area.x as f32 + knob / 2.0, area.w as f32 - knob);
+        let centre_y = area.y as f32 + area.h as f32 / 2.0;
+        let track = Area::new(x, centre_y - track_h / 2.0, w, track_h);
+        self.fill(track, theme::SURFACE_PRESSED, track_h / 2.0);
+        let at = x + w * fraction.clamp(0.0, 1.0);
+        self.fill(
+            Area::new(x, track.y as f32, at - x, track_h),
+            theme::ACCENT,
+            track_h / 2.0,
+        );
+        let colour = if self.is_pressed(&action) {
+            theme::TEXT
+        } else {
+            theme::ACCENT
+        };
+        self.fill(
+            Area::new(at - knob / 2.0, centre_y - knob / 2.0, knob, knob),
+            colour,
+            knob / 2.0,
+        );
+        // The value is read against the track the knob's centre travels.
+        self.hit(Area::new(x, area.y as f32, w, area.h as f32), action);
+    }
+
     /// An image filling `area`.
     pub fn picture(&mut self, area: Area, picture: &Picture) {
         self.nodes.push(Node::Image {

@@ -4,7 +4,8 @@
 # depends on the CPU: the unit tests, the diffusers parity tests with the same
 # tolerances, the seeded noise against the x86_64 recording, the tokenizer,
 # the CLI, and the upscaler and gallery tests (tests/pipeline.rs and
-# tests/output.rs, all but the three-aspect 4K generation; see below). The
+# tests/output.rs, all but the three-aspect 4K generation; see below), the UI
+# goldens and the camera conversions (tests/ui.rs, tests/camera.rs). The
 # service (tests/service.rs: a hundred generations) is checked on arm64 by the
 # booted system test instead (systest.py). Prints
 # "aarch64 tests: N passed, M failed" and exits non-zero on any failure.
@@ -39,7 +40,7 @@ set +e
 # numerics on aarch64 are checked by
 # real_esrgan_matches_onnxruntime_has_no_seams_and_beats_bicubic_sharpness.
 "${cargo_aarch64[@]}" test --profile "$AARCH64_PROFILE" --target "$AARCH64_TARGET" --no-fail-fast \
-    --lib --bins --test pipeline --test output --test ui -- \
+    --lib --bins --test pipeline --test output --test ui --test camera -- \
     --skip generate_writes_exact_4k_pngs_whose_text_decodes_to_the_request "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e

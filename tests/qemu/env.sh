@@ -10,6 +10,8 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 export PKG_CONFIG_aarch64_unknown_linux_gnu=aarch64-linux-gnu-pkg-config
 export PKG_CONFIG_ALLOW_CROSS=1
+# bindgen (the v4l crate's V4L2 bindings) parses the arm64 kernel headers.
+export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu"
 # Child processes (the CLI and daemon spawned by tests) start through
 # binfmt_misc; QEMU_CPU gives them the same CPU model.
 export QEMU_CPU=cortex-a72

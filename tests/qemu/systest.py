@@ -254,6 +254,40 @@ def check_png(path: Path) -> str | None:
     return None
 
 
+# vivid's 75 % colour bars, left to right (its webcam input is 320x180 first).
+VIVID_BARS = [(191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0),
+              (191, 0, 191), (191, 0, 0), (0, 0, 191), (0, 0, 0)]
+
+
+def check_camera(result: Path, source: Path) -> str | None:
+    """The frame a source=camera job started from shows vivid's colour bars
+    where the centre crop of the 320x180 capture puts them; the result's
+    metadata names the camera and the strength."""
+    from PIL import Image
+    _, _, text = png_text(result)
+    described = text.get("init_image", "")
+    if not described.startswith("camera /dev/video") or "320x180" not in described:
+        return f"init_image metadata is {described!r}"
+    if text.get("strength") != "0.75":
+        return f"strength metadata is {text.get('strength')!r}"
+    frame = Image.open(source).convert("RGB")
+    width, height = frame.size
+    crop = 180 / width  # capture pixels per output pixel (square crop of 320x180)
+    left = (320 - 180) / 2
+    checked = 0
+    for x in range(width):
+        sx = left + (x + 0.5) * crop
+        bar = int(sx // 40)
+        if min(sx - bar * 40, (bar + 1) * 40 - sx) < 3 * crop:
+            continue  # too close to a bar edge for the resampling filter
+        for y in (height // 4, height // 2, 3 * height // 4):
+            got = frame.getpixel((x, y))
+            if max(abs(a - b) for a, b in zip(got, VIVID_BARS[bar])) > 16:
+                return f"pixel ({x}, {y}) is {got}, vivid's bar {bar} is {VIVID_BARS[bar]}"
+            checked += 1
+    return None if checked >= 30 else f"only {checked} pixels away from bar edges"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin", type=Path, required=True,
@@ -290,10 +324,13 @@ def main() -> int:
         checks.append((name, None if verdict == "PASS" else why or "failed"))
     if any(name == "dbus-generate-png" and why is None for name, why in checks):
         checks.append(("png-metadata", check_png(out / "generated.png")))
+    if any(name == "camera-img2img" and why is None for name, why in checks):
+        checks.append(("camera-frame-is-vivid-colour-bars",
+                       check_camera(out / "camera.png", out / "camera-source.png")))
     checks += ui.checks
     expected = {"unit-active-via-sd-notify", "dbus-generate-png", "bad-request-refused-service-stays-up",
                 "job-survives-restart", "png-metadata", "touch-ui-generate", "display-shows-ui",
-                "touch-ui-viewer"}
+                "touch-ui-viewer", "camera-img2img", "camera-frame-is-vivid-colour-bars"}
     for missing in sorted(expected - {name for name, _ in checks}):
         checks.append((missing, "never ran (guest stopped or was killed first)"))
     if not powered_off:

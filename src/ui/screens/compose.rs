@@ -70,7 +70,20 @@ pub(super) fn build(app: &mut App, b: &mut Builder<'_>, body: Area) {
     }
     let generate_w = (220.0 * m.scale).max(150.0);
     let gallery_w = (160.0 * m.scale).max(110.0);
+    let camera_w = (160.0 * m.scale).max(110.0);
     let right = left + width;
+    b.button(
+        Area::new(
+            right - generate_w - 2.0 * gap - gallery_w - camera_w,
+            actions_y,
+            camera_w,
+            action_h,
+        ),
+        "Camera",
+        Kind::Plain,
+        TextStep::Body,
+        Action::OpenCamera,
+    );
     b.button(
         Area::new(right - generate_w, actions_y, generate_w, action_h),
         "Generate",

@@ -2,6 +2,7 @@
 //! and modal dialogs. Screens read the [`App`] and describe themselves
 //! through the widget [`Builder`]; they never know which surface shows them.
 
+mod camera;
 mod compose;
 mod gallery;
 mod progress;
@@ -18,6 +19,7 @@ pub(super) fn build(app: &mut App, b: &mut Builder<'_>) {
     let body = Area::new(0.0, top, b.width, b.height - top);
     match app.screen.clone() {
         Screen::Compose => compose::build(app, b, body),
+        Screen::Camera => camera::build(app, b, body),
         Screen::Progress => progress::build(app, b, body),
         Screen::Gallery => gallery::build_grid(app, b, body),
         Screen::Viewer(id) => gallery::build_viewer(app, b, body, &id),

@@ -148,6 +148,33 @@ else
     fail touch-ui-generate "the service never drew on /dev/dri: $(journalctl -b --no-pager -u pocket-studio.service | grep -i -E 'display|touch UI|input' | tail -3)"
 fi
 
+# 6. Restyle a camera frame: the vivid virtual camera (webcam input, 75 %
+# colour bars, no text overlay) stands in for a UVC camera. The service finds
+# it, captures, and keeps the frame it started from beside the result; the
+# host checks that frame against the colour bars and the PNG's metadata.
+if modprobe vivid n_devs=1 node_types=0x1 num_inputs=1 input_types=0x0 &&
+    wait_for 30 test -c /dev/video0; then
+    v4l2-ctl -d /dev/video0 -c osd_text_mode=2 > /dev/null 2>&1 || true
+    job="$(generate 7 prompt s "the test card as a watercolour" seed t 3 steps u 4 strength d 0.75 \
+        source s camera width u 32 height u 32 2> "$out/camera.err")"
+    if [[ "$job" == $root/jobs/* ]]; then
+        state="$(wait_final "$job" 600)"
+        path="$(job_property "$job" OutputPath)"
+        source="$(dirname "$path")/sources/$(basename "$path")"
+        if [ "$state" = done ] && [ -f "$source" ]; then
+            cp "$path" "$out/camera.png"
+            cp "$source" "$out/camera-source.png"
+            pass camera-img2img
+        else
+            fail camera-img2img "state $state, error '$(job_property "$job" Error)', source '$source'"
+        fi
+    else
+        fail camera-img2img "Generate answered '$job' $(cat "$out/camera.err")"
+    fi
+else
+    fail camera-img2img "vivid did not load: $(modprobe -n -v vivid 2>&1 | tail -1)"
+fi
+
 systemctl show -p NRestarts --value pocket-studio.service > "$out/nrestarts"
 journalctl -b --no-pager -o short-monotonic > "$out/journal.txt"
 journalctl -b --no-pager -o short-monotonic -u pocket-studio.service > "$out/journal-pocket-studio.txt"

@@ -15,7 +15,11 @@ require pocket-studio-source.inc
 
 # The touch UI links libinput (input-sys, found with pkg-config) and reads
 # udev for the seat's devices; DRM/KMS needs no C library (the drm crate).
-DEPENDS += "libinput udev"
+# The camera decodes MJPEG with libjpeg-turbo (turbojpeg-sys, pkg-config), and
+# the v4l crate's V4L2 bindings are generated at build time by bindgen, which
+# loads libclang (clang-native, part of openembedded-core since 5.2) and
+# parses the target's kernel headers.
+DEPENDS += "libinput udev libjpeg-turbo clang-native"
 
 PV = "0.1.0+git"
 SRC_URI = "${POCKET_STUDIO_SRC_URI}"
@@ -34,6 +38,10 @@ REQUIRED_DISTRO_FEATURES = "systemd"
 # Cargo.toml's release profile keeps incremental builds for developers; a
 # package build is a one-off, so switch them off (this overrides the profile).
 export CARGO_INCREMENTAL = "0"
+
+# bindgen: the native libclang, and the target's headers rather than the host's.
+export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
+export BINDGEN_EXTRA_CLANG_ARGS = "--sysroot=${STAGING_DIR_TARGET}"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
