@@ -38,6 +38,26 @@ pub fn read_capped(reader: impl Read) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Read a passed file descriptor: a regular file whole from its start,
+/// without moving its offset (the sender's shared one: it may pass the same
+/// file twice), after checking its size; a pipe up to the cap.
+pub fn read_passed(file: std::fs::File) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let meta = file
+        .metadata()
+        .map_err(|e| refuse(format!("cannot be read: {e}")))?;
+    if !meta.is_file() {
+        return read_capped(file);
+    }
+    if meta.len() > MAX_BYTES {
+        return Err(refuse(format!("is larger than {} MiB", MAX_BYTES >> 20)));
+    }
+    let mut bytes = vec![0u8; meta.len() as usize];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| refuse(format!("cannot be read: {e}")))?;
+    Ok(bytes)
+}
+
 /// Decode a PNG or JPEG to RGB8, upright (EXIF orientation applied).
 /// JPEG pixels come from libjpeg-turbo, as in Pillow, so a photo starts
 /// image-to-image from the same values here as in diffusers.

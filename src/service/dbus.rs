@@ -165,7 +165,7 @@ pub enum InitSource {
 /// writer never finishes is given up on after [`INIT_READ_TIMEOUT`].
 async fn read_init_image(fd: std::os::fd::OwnedFd) -> Result<crate::pipeline::Image, CallError> {
     let work = tokio::task::spawn_blocking(move || {
-        let bytes = crate::source::read_capped(std::fs::File::from(fd))?;
+        let bytes = crate::source::read_passed(std::fs::File::from(fd))?;
         crate::source::decode(&bytes)
     });
     match tokio::time::timeout(INIT_READ_TIMEOUT, work).await {
