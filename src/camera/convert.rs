@@ -175,32 +175,52 @@ const V_TO_G: i32 = fixed(2.0 * 0.299 * (1.0 - 0.299) / 0.587 * 255.0 / 224.0);
 const U_TO_B: i32 = fixed(2.0 * (1.0 - 0.114) * 255.0 / 224.0);
 const HALF: i32 = 1 << (FRACTION - 1);
 
-/// One pixel: `y`, `u`, `v` as sent, RGB out, rounded and clamped.
+/// The chroma terms of one `u`, `v` pair, shared by the pixels it covers:
+/// what is added to the scaled luma for R, G and B.
 #[inline(always)]
-fn yuv_pixel(y: u8, u: u8, v: u8, out: &mut [u8]) {
-    let y = LUMA * (i32::from(y) - 16) + HALF;
+fn chroma(u: u8, v: u8) -> [i32; 3] {
     let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
-    let clamp = |x: i32| (x >> FRACTION).clamp(0, 255) as u8;
-    out[0] = clamp(y + V_TO_R * v);
-    out[1] = clamp(y - U_TO_G * u - V_TO_G * v);
-    out[2] = clamp(y + U_TO_B * u);
+    [V_TO_R * v, -U_TO_G * u - V_TO_G * v, U_TO_B * u]
+}
+
+/// One pixel from its luma and its chroma terms, rounded and clamped.
+#[inline(always)]
+fn pixel(y: u8, terms: [i32; 3], out: &mut [u8]) {
+    let y = LUMA * (i32::from(y) - 16) + HALF;
+    for (o, t) in out.iter_mut().zip(terms) {
+        *o = ((y + t) >> FRACTION).clamp(0, 255) as u8;
+    }
 }
 
 /// A YUYV row: each 4 bytes `Y0 U Y1 V` give two pixels sharing U and V.
 fn yuyv_row(line: &[u8], out: &mut [u8]) {
-    for (pair, pixels) in line.chunks_exact(4).zip(out.chunks_mut(6)) {
-        yuv_pixel(pair[0], pair[1], pair[3], &mut pixels[..3]);
-        if pixels.len() == 6 {
-            yuv_pixel(pair[2], pair[1], pair[3], &mut pixels[3..]);
-        }
+    let pairs = out.len() / 6;
+    for (quad, pixels) in line.chunks_exact(4).zip(out.chunks_exact_mut(6)) {
+        let terms = chroma(quad[1], quad[3]);
+        pixel(quad[0], terms, &mut pixels[..3]);
+        pixel(quad[2], terms, &mut pixels[3..]);
+    }
+    if out.len() % 6 != 0 {
+        let quad = &line[pairs * 4..];
+        pixel(quad[0], chroma(quad[1], quad[3]), &mut out[pairs * 6..]);
     }
 }
 
 /// An NV12 row: luma per pixel, one `U V` pair per two pixels (and rows).
-fn nv12_row(luma: &[u8], chroma: &[u8], out: &mut [u8]) {
-    for (x, (&y, pixel)) in luma.iter().zip(out.chunks_exact_mut(3)).enumerate() {
-        let uv = &chroma[x / 2 * 2..];
-        yuv_pixel(y, uv[0], uv[1], pixel);
+fn nv12_row(luma: &[u8], chroma_row: &[u8], out: &mut [u8]) {
+    let pairs = out.len() / 6;
+    for ((ys, uv), pixels) in luma
+        .chunks_exact(2)
+        .zip(chroma_row.chunks_exact(2))
+        .zip(out.chunks_exact_mut(6))
+    {
+        let terms = chroma(uv[0], uv[1]);
+        pixel(ys[0], terms, &mut pixels[..3]);
+        pixel(ys[1], terms, &mut pixels[3..]);
+    }
+    if out.len() % 6 != 0 {
+        let uv = &chroma_row[pairs * 2..];
+        pixel(luma[pairs * 2], chroma(uv[0], uv[1]), &mut out[pairs * 6..]);
     }
 }
 
