@@ -200,7 +200,7 @@ fn yuyv_row(line: &[u8], out: &mut [u8]) {
         pixel(quad[0], terms, &mut pixels[..3]);
         pixel(quad[2], terms, &mut pixels[3..]);
     }
-    if out.len() % 6 != 0 {
+    if !out.len().is_multiple_of(6) {
         let quad = &line[pairs * 4..];
         pixel(quad[0], chroma(quad[1], quad[3]), &mut out[pairs * 6..]);
     }
@@ -218,7 +218,7 @@ fn nv12_row(luma: &[u8], chroma_row: &[u8], out: &mut [u8]) {
         pixel(ys[0], terms, &mut pixels[..3]);
         pixel(ys[1], terms, &mut pixels[3..]);
     }
-    if out.len() % 6 != 0 {
+    if !out.len().is_multiple_of(6) {
         let uv = &chroma_row[pairs * 2..];
         pixel(luma[pairs * 2], chroma(uv[0], uv[1]), &mut out[pairs * 6..]);
     }
