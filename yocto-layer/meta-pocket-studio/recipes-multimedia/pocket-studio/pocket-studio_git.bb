@@ -19,7 +19,7 @@ require pocket-studio-source.inc
 # the v4l crate's V4L2 bindings are generated at build time by bindgen, which
 # loads libclang (clang-native, part of openembedded-core since 5.2) and
 # parses the target's kernel headers.
-DEPENDS += "libinput udev libjpeg-turbo clang-native"
+DEPENDS += "clang-native libinput libjpeg-turbo udev"
 
 PV = "0.1.0+git"
 SRC_URI = "${POCKET_STUDIO_SRC_URI}"
