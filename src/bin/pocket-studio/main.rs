@@ -374,10 +374,17 @@ fn generate(args: GenerateArgs) -> Result<()> {
     )?;
     bar.bar.finish_and_clear();
     log::info!("generated in {} ms", made.timings.total.as_millis());
+    let steps = match made.settings.strength {
+        Some(strength) => format!(
+            "{} of {} steps at strength {strength}",
+            made.timings.unet.len(),
+            made.settings.steps
+        ),
+        None => format!("{} steps", made.settings.steps),
+    };
     eprintln!(
-        "seed {}, {} steps, {}x{}, {} ms",
+        "seed {}, {steps}, {}x{}, {} ms",
         made.seed,
-        made.settings.steps,
         made.size.0,
         made.size.1,
         made.timings.total.as_millis()
