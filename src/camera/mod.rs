@@ -88,9 +88,12 @@ fn camera_error(path: &Path, reason: impl Into<String>) -> Error {
 fn os_error(path: &Path, doing: &str, e: &io::Error) -> Error {
     let reason = match Errno::from_io_error(e) {
         Some(Errno::BUSY) => "is busy: another program (or the viewfinder) is using it".to_string(),
-        Some(Errno::ACCESS | Errno::PERM) => {
+        Some(Errno::ACCESS) => {
             "permission denied (the service user needs the video group)".to_string()
         }
+        Some(Errno::PERM) => "not allowed by the service's device policy (was the camera \
+             driver loaded after the service started? restart the service)"
+            .to_string(),
         Some(Errno::NODEV | Errno::NXIO | Errno::NOENT) => "was unplugged or is gone".to_string(),
         _ if e.kind() == io::ErrorKind::TimedOut => {
             format!("sent no frame within {} s", FRAME_TIMEOUT.as_secs())

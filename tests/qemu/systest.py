@@ -53,6 +53,7 @@ def stage_rootfs(image: Path, bins: Path, root: Path):
             root / "usr/share/dbus-1/system-services/org.pocketstudio.Studio1.service")
     install(sd / "pocket-studio.sysusers", root / "usr/lib/sysusers.d/pocket-studio.conf")
     install(sd / "pocket-studio.tmpfiles", root / "usr/lib/tmpfiles.d/pocket-studio.conf")
+    install(sd / "pocket-studio.modules-load", root / "usr/lib/modules-load.d/pocket-studio.conf")
     install(sd / "config.example.toml", root / "usr/share/doc/pocket-studio/config.example.toml")
     # The guest has no upscaler: with floating point emulated, a 4K upscale
     # would take hours, so images stay at the bundle's native size.

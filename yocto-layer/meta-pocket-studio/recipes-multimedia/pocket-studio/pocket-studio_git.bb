@@ -52,9 +52,10 @@ do_install:append() {
     install -m 0644 ${S}/systemd/org.pocketstudio.Studio1.service ${D}${datadir}/dbus-1/system-services/
     install -m 0644 ${S}/systemd/org.pocketstudio.Studio1.xml ${D}${datadir}/dbus-1/interfaces/
 
-    install -d ${D}${nonarch_libdir}/sysusers.d ${D}${nonarch_libdir}/tmpfiles.d
+    install -d ${D}${nonarch_libdir}/sysusers.d ${D}${nonarch_libdir}/tmpfiles.d ${D}${nonarch_libdir}/modules-load.d
     install -m 0644 ${S}/systemd/pocket-studio.sysusers ${D}${nonarch_libdir}/sysusers.d/pocket-studio.conf
     install -m 0644 ${S}/systemd/pocket-studio.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/pocket-studio.conf
+    install -m 0644 ${S}/systemd/pocket-studio.modules-load ${D}${nonarch_libdir}/modules-load.d/pocket-studio.conf
 
     install -d ${D}${docdir}/${BPN}
     install -m 0644 ${S}/systemd/config.example.toml ${S}/README.md ${D}${docdir}/${BPN}/
@@ -73,10 +74,13 @@ USERADD_PARAM:${PN} = "--system --gid pocketstudio --groups video,render,input \
 FILES:${PN} += "${datadir}/dbus-1/system.d/org.pocketstudio.Studio1.conf \
                 ${datadir}/dbus-1/system-services/org.pocketstudio.Studio1.service \
                 ${nonarch_libdir}/sysusers.d/pocket-studio.conf \
-                ${nonarch_libdir}/tmpfiles.d/pocket-studio.conf"
+                ${nonarch_libdir}/tmpfiles.d/pocket-studio.conf \
+                ${nonarch_libdir}/modules-load.d/pocket-studio.conf"
 FILES:${PN}-dev += "${datadir}/dbus-1/interfaces/org.pocketstudio.Studio1.xml"
 
 # The UI's text font: /usr/share/fonts/ttf/DejaVuSans.ttf, one of the paths
 # [ui] font = "auto" searches.
 RDEPENDS:${PN} += "dbus libinput ttf-dejavu-sans"
-RRECOMMENDS:${PN} += "pocket-studio-models"
+# videodev is loaded at boot (modules-load.d) so the unit's device policy
+# admits cameras plugged in later.
+RRECOMMENDS:${PN} += "pocket-studio-models kernel-module-videodev"
