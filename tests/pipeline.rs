@@ -58,24 +58,21 @@ fn parity(name: &str) {
             .expect("case.json parses");
     let (_, init) = read_npy(&dir.join("init_latents.npy"));
     let draws = if dir.join("step_noise.npy").exists() {
-        let (shape, all) = read_npy(&dir.join("step_noise.npy"));
-        let per = all.len() / shape[0] as usize;
-        all.chunks(per).map(<[f32]>::to_vec).collect()
+        read_draws(&dir.join("step_noise.npy"))
     } else {
         Vec::new()
     };
     let mut noise = RecordedNoise::new(draws);
     let request = Request {
-        prompt: case.prompt,
-        negative_prompt: case.negative_prompt,
-        seed: 0,
-        steps: Some(case.steps),
-        guidance: Some(case.guidance),
-        scheduler: Some(SchedulerKind::from_name(name).expect("known scheduler")),
-        width: Some(case.width),
-        height: Some(case.height),
         init_latents: Some(init),
-        init: None,
+        ..fixture_request(
+            name,
+            case.prompt,
+            case.negative_prompt,
+            case.steps,
+            case.guidance,
+            (case.width, case.height),
+        )
     };
     let kind = request.scheduler.expect("set above");
     let config =
@@ -130,6 +127,28 @@ fn assert_matches_diffusers(name: &str, dir: &Path, generated: &pocket_studio::G
     );
 }
 
+/// A fixture's request on the named scheduler, seed 0, no starting point.
+fn fixture_request(
+    scheduler: &str,
+    prompt: String,
+    negative_prompt: String,
+    steps: u32,
+    guidance: f32,
+    (width, height): (u32, u32),
+) -> Request {
+    Request {
+        prompt,
+        negative_prompt,
+        seed: 0,
+        steps: Some(steps),
+        guidance: Some(guidance),
+        scheduler: Some(SchedulerKind::from_name(scheduler).expect("known scheduler")),
+        width: Some(width),
+        height: Some(height),
+        ..Request::default()
+    }
+}
+
 fn read_draws(path: &Path) -> Vec<Vec<f32>> {
     let (shape, all) = read_npy(path);
     let per = all.len() / shape[0] as usize;
@@ -160,19 +179,18 @@ fn img2img_parity(name: &str) {
     let (width, height, rgb) = read_png(&dir.join("init.png"));
     let mut noise = RecordedNoise::new(read_draws(&dir.join("noise.npy")));
     let request = Request {
-        prompt: case.prompt,
-        negative_prompt: case.negative_prompt,
-        seed: 0,
-        steps: Some(case.steps),
-        guidance: Some(case.guidance),
-        scheduler: Some(SchedulerKind::from_name(name).expect("known scheduler")),
-        width: Some(case.width),
-        height: Some(case.height),
-        init_latents: None,
         init: Some(InitImage {
             image: Image { width, height, rgb },
             strength: case.strength,
         }),
+        ..fixture_request(
+            name,
+            case.prompt,
+            case.negative_prompt,
+            case.steps,
+            case.guidance,
+            (case.width, case.height),
+        )
     };
     let mut steps = Vec::new();
     struct Steps<'a>(&'a mut Vec<(usize, usize)>);

@@ -91,6 +91,13 @@ class NoiseRecorder:
             module.randn_tensor = original
 
 
+def save_outcome(out, final, result) -> None:
+    """The latents after the last step and the RGB8 image diffusers returns."""
+    np.save(out / "final_latents.npy", final["latents"].numpy().astype(np.float32))
+    pixels = (result.images[0] * 255).round().astype("uint8")
+    Image.fromarray(pixels).save(out / "image.png")
+
+
 def source_picture(size: int) -> Image.Image:
     """A fixed picture with smooth gradients, hard edges and saturated
     colour, so the encoder sees structure rather than noise."""
@@ -132,9 +139,7 @@ def img2img_cases(root, base_config, components) -> None:
         out.mkdir(parents=True)
         source.save(out / "init.png")
         np.save(out / "noise.npy", np.stack(rec.draws))
-        np.save(out / "final_latents.npy", final["latents"].numpy().astype(np.float32))
-        pixels = (result.images[0] * 255).round().astype("uint8")
-        Image.fromarray(pixels).save(out / "image.png")
+        save_outcome(out, final, result)
         t_start = steps - min(int(steps * strength), steps)
         ran = [float(t) for t in pipe.scheduler.timesteps[t_start:]]
         case = {
@@ -192,9 +197,7 @@ def main() -> None:
         np.save(out / "init_latents.npy", init.numpy())
         if rec.draws:
             np.save(out / "step_noise.npy", np.stack(rec.draws))
-        np.save(out / "final_latents.npy", final["latents"].numpy().astype(np.float32))
-        pixels = (result.images[0] * 255).round().astype("uint8")
-        Image.fromarray(pixels).save(out / "image.png")
+        save_outcome(out, final, result)
         case = {
             "scheduler": name,
             "prompt": PROMPT,
