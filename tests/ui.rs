@@ -425,6 +425,51 @@ fn golden_camera_screens_and_the_strength_slider() {
     }
 }
 
+/// Where the arm64 system test taps to go from the viewer of its first job
+/// to a camera restyle (tests/golden/camera-taps-WxH.json), following the
+/// same path: viewer Back, gallery New image, compose Camera, Restyle.
+#[test]
+fn the_system_tests_camera_taps_are_current() {
+    let size = SIZES[0];
+    let mut h = Harness::new(size);
+    type_on_keyboard(&mut h, "hi");
+    h.app.set_gallery((1..=3).map(entry).collect());
+    let mut taps = Vec::new();
+    for (name, action) in [
+        ("viewer-back", Action::OpenGallery),
+        ("gallery-new", Action::OpenCompose),
+        ("compose-camera", Action::OpenCamera),
+        ("camera-restyle", Action::Shutter),
+    ] {
+        if name == "viewer-back" {
+            h.tap(&Action::OpenGallery);
+            h.tap(&Action::Open(entry(1).id));
+        }
+        let area = h
+            .app
+            .area_of(&action)
+            .unwrap_or_else(|| panic!("{name}: {action:?} not on {:?}", h.app.screen()));
+        let (x, y) = area.centre();
+        taps.push(format!("  \"{name}\": [{x}, {y}]"));
+        h.tap(&action);
+    }
+    assert_eq!(h.submitted.len(), 1, "the path ends in a camera job");
+    let json = format!("{{\n{}\n}}\n", taps.join(",\n"));
+    let path = repo().join(format!(
+        "tests/golden/camera-taps-{}x{}.json",
+        size.0, size.1
+    ));
+    if std::env::var_os("UPDATE_GOLDENS").is_some() {
+        std::fs::write(&path, &json).expect("write taps");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("camera taps (UPDATE_GOLDENS=1 writes them)"),
+        json,
+        "{} is stale",
+        path.display()
+    );
+}
+
 #[test]
 fn glyphs_used_by_the_ui_exist_in_the_font() {
     let font = font();

@@ -89,6 +89,7 @@ GOLDEN = REPO / "tests/golden"
 SCREEN = (1280, 800)  # virtio-gpu's default mode; the UI uses the preferred mode
 STATUS_LINE_PX = 56   # the status line (model, queue, free space) differs per machine
 DANGER = (0xE0, 0x6C, 0x5F)  # ui/theme.rs: the viewer's Delete button
+ACCENT = (0xE8, 0xA2, 0x5C)  # ui/theme.rs: Restyle once the viewfinder has a frame
 
 
 class Qmp:
@@ -174,9 +175,27 @@ class UiDriver:
                 danger = sum(count for count, colour in colours if colour == DANGER)
                 self.checks.append(("touch-ui-viewer", None if danger > 2000 else
                                     f"no Delete button on screen ({danger} danger-coloured pixels; see {shot})"))
+            elif self.stage == "done" and "SYSTEST-CAMERA-UI" in console:
+                self.stage = "camera"
+                from PIL import Image
+                taps = json.loads((GOLDEN / f"camera-taps-{SCREEN[0]}x{SCREEN[1]}.json").read_text())
+                for name in ("viewer-back", "gallery-new", "compose-camera"):
+                    self.qmp.tap(*taps[name])
+                # Restyle turns from "Waiting for camera" to the accent colour
+                # once a frame arrived; tap it only then, and only once.
+                x, y = taps["camera-restyle"]
+                shot = self.work / "screen-camera.png"
+                for _ in range(60):
+                    self.qmp.screendump(shot)
+                    if Image.open(shot).convert("RGB").getpixel((int(x) - 150, int(y))) == ACCENT:
+                        self.qmp.tap(x, y)
+                        break
+                    time.sleep(2)
+                else:
+                    self.checks.append(("touch-ui-viewfinder", f"no camera frame in 120 s (see {shot})"))
         except (OSError, RuntimeError, ValueError, KeyError) as e:
             self.checks.append((f"ui-{self.stage}", f"host side failed: {e}"))
-            self.stage = "done"
+            self.stage = "over" if self.stage == "camera" else "done"
 
 
 def boot(image: Path, rootfs: Path, results: Path, work: Path, timeout: float,
@@ -333,7 +352,8 @@ def main() -> int:
     checks += ui.checks
     expected = {"unit-active-via-sd-notify", "dbus-generate-png", "bad-request-refused-service-stays-up",
                 "job-survives-restart", "png-metadata", "touch-ui-generate", "display-shows-ui",
-                "touch-ui-viewer", "camera-img2img", "camera-frame-is-vivid-colour-bars"}
+                "touch-ui-viewer", "camera-img2img", "camera-frame-is-vivid-colour-bars",
+                "touch-ui-camera"}
     for missing in sorted(expected - {name for name, _ in checks}):
         checks.append((missing, "never ran (guest stopped or was killed first)"))
     if not powered_off:

@@ -175,6 +175,29 @@ else
     fail camera-img2img "vivid did not load: $(modprobe -n -v vivid 2>&1 | tail -1)"
 fi
 
+# 7. The touch UI's camera: the host taps from the viewer of the "hi" image
+# back to Compose, then Camera, waits for the viewfinder's first frame and
+# taps Restyle; the job that makes must keep a camera frame as its source.
+sources() { find /var/lib/pocket-studio/images/sources -name '*.png' 2> /dev/null | wc -l; }
+new_source() { [ "$(sources)" -gt "$sources_before" ]; }
+if [ -c /dev/video0 ] && ui_on_display; then
+    sources_before="$(sources)"
+    say "SYSTEST-CAMERA-UI"
+    if wait_for 900 new_source; then
+        newest="$(ls -t /var/lib/pocket-studio/images/sources/*.png | head -1)"
+        result="/var/lib/pocket-studio/images/$(basename "$newest")"
+        if grep -a -q "camera /dev/video" "$result" && grep -a -q "hi" "$result"; then
+            pass touch-ui-camera
+        else
+            fail touch-ui-camera "$result has no camera source in its metadata"
+        fi
+    else
+        fail touch-ui-camera "no new image from the camera screen after the host's taps"
+    fi
+else
+    fail touch-ui-camera "no camera or no display for the UI's camera screen"
+fi
+
 systemctl show -p NRestarts --value pocket-studio.service > "$out/nrestarts"
 journalctl -b --no-pager -o short-monotonic > "$out/journal.txt"
 journalctl -b --no-pager -o short-monotonic -u pocket-studio.service > "$out/journal-pocket-studio.txt"
