@@ -134,5 +134,14 @@ impl Error {
     }
 }
 
+/// What a caught panic said, for an error message.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

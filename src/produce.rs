@@ -136,7 +136,7 @@ impl Producer {
             height: Some(height),
             init_latents,
             init: spec.init_image.as_ref().map(|image| InitImage {
-                image: (**image).clone(),
+                image: Arc::clone(image),
                 strength: spec.strength.unwrap_or(DEFAULT_STRENGTH),
             }),
         };
@@ -177,7 +177,7 @@ impl Producer {
         let generated =
             self.pipeline
                 .run(&request, &mut SeededNoise::new(seed), progress, cancel)?;
-        let mut image = generated.image.clone();
+        let mut image = generated.image;
         if let Some(upscaler) = upscaler {
             progress.stage(Stage::Upscaling);
             image = to_exact_size(

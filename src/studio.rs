@@ -319,9 +319,7 @@ impl Studio {
 
     /// Accept a job, or refuse it at once with a typed error.
     pub fn submit(&self, mut spec: JobSpec) -> Result<u64> {
-        let info = self.model.as_ref().map_err(|(file, reason)| {
-            Error::model(file, crate::error::ModelFault::Invalid(reason.clone()))
-        })?;
+        let info = self.loaded_model()?;
         validate(&spec)?;
         if spec.strength.is_some() && spec.init_image.is_none() {
             return Err(Error::invalid(
@@ -373,6 +371,13 @@ impl Studio {
         Ok(id)
     }
 
+    /// The loaded bundle, or `ModelUnavailable` naming the file at fault.
+    fn loaded_model(&self) -> Result<&crate::BundleInfo> {
+        self.model.as_ref().map_err(|(file, reason)| {
+            Error::model(file, crate::error::ModelFault::Invalid(reason.clone()))
+        })
+    }
+
     /// The `[camera]` settings (the UI's viewfinder opens the same camera).
     pub fn camera_config(&self) -> &crate::config::CameraConfig {
         &self.camera
@@ -381,9 +386,7 @@ impl Studio {
     /// The generation size a spec resolves to (its aspect, the bundle's
     /// native size), for sizing camera captures.
     pub fn generation_size(&self, spec: &JobSpec) -> Result<(u32, u32)> {
-        let info = self.model.as_ref().map_err(|(file, reason)| {
-            Error::model(file, crate::error::ModelFault::Invalid(reason.clone()))
-        })?;
+        let info = self.loaded_model()?;
         Ok(crate::produce::Sizes::of(spec, self.default_output, info)?.generated)
     }
 
@@ -792,11 +795,7 @@ fn worker_loop(shared: &Shared, producer: &Producer) {
                 .map(|made| (made.entry.id, made.path.display().to_string()))
         }))
         .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
+            let what = crate::error::panic_text(&*panic);
             Err(Error::Inference {
                 stage: "worker",
                 reason: format!("internal error: {what}"),

@@ -180,7 +180,7 @@ fn img2img_parity(name: &str) {
     let mut noise = RecordedNoise::new(read_draws(&dir.join("noise.npy")));
     let request = Request {
         init: Some(InitImage {
-            image: Image { width, height, rgb },
+            image: std::sync::Arc::new(Image { width, height, rgb }),
             strength: case.strength,
         }),
         ..fixture_request(

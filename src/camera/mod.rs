@@ -365,11 +365,7 @@ impl Camera {
 /// unknown colorspace and when stopping a stream fails) into an error.
 fn guard<T>(path: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown failure".into());
+        let what = crate::error::panic_text(&*panic);
         Err(camera_error(path, format!("driver error: {what}")))
     })
 }

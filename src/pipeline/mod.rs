@@ -63,7 +63,8 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitImage {
     /// Any size: it is centre-cropped to the output's aspect and resampled.
-    pub image: Image,
+    /// Shared, so planning a job never copies a camera frame.
+    pub image: Arc<Image>,
     /// How much of the source to repaint, in (0, 1]: 1 keeps only its
     /// composition's faintest trace, 0.3 keeps most of it.
     pub strength: f32,

@@ -291,12 +291,6 @@ pub fn parse_request(
         }
         init = InitSource::Camera;
     }
-    if spec.strength.is_some() && matches!(init, InitSource::None) {
-        return Err(invalid(
-            "strength",
-            "applies only with init_image or source=camera",
-        ));
-    }
     Ok((spec, init))
 }
 

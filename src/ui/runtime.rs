@@ -61,6 +61,9 @@ struct Viewfinder {
     stop: Arc<AtomicBool>,
     /// The newest full-size frame: what the shutter takes, at once.
     latest: Arc<Mutex<Option<Frame>>>,
+    /// The UI took the last viewfinder picture: the camera thread resamples
+    /// the next frame only then, so a slow UI costs no wasted resamples.
+    wanted: Arc<AtomicBool>,
     frames: mpsc::Receiver<FromCamera>,
 }
 
@@ -76,22 +79,28 @@ impl Viewfinder {
     fn start(studio: &Studio, spec: &crate::studio::JobSpec, width: u32, height: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let latest = Arc::new(Mutex::new(None));
+        let wanted = Arc::new(AtomicBool::new(true));
         // One frame in flight: a slow UI drops frames instead of queueing them.
         let (send, frames) = mpsc::sync_channel(1);
         let config = studio.camera_config().clone();
         let target = studio.generation_size(spec);
         let thread = std::thread::Builder::new().name("ui-camera".into()).spawn({
-            let (stop, latest) = (stop.clone(), latest.clone());
+            let (stop, latest, wanted) = (stop.clone(), latest.clone(), wanted.clone());
             move || {
                 let outcome = target.and_then(|target| {
                     let camera = crate::camera::Camera::open(&config, target)?;
                     let (format, ..) = camera.format();
                     let device = camera.path().to_path_buf();
                     camera.stream(&mut |image| {
-                        if let Ok(small) = resample_exact(&image, width, height)
-                            .and_then(|small| opaque_pixmap(&small))
-                        {
-                            let _ = send.try_send(FromCamera::Frame(small));
+                        if wanted.swap(false, Ordering::AcqRel) {
+                            match resample_exact(&image, width, height)
+                                .and_then(|small| opaque_pixmap(&small))
+                            {
+                                Ok(small) => {
+                                    let _ = send.try_send(FromCamera::Frame(small));
+                                }
+                                Err(_) => wanted.store(true, Ordering::Release),
+                            }
                         }
                         *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Frame {
                             image,
@@ -113,6 +122,7 @@ impl Viewfinder {
         Viewfinder {
             stop,
             latest,
+            wanted,
             frames,
         }
     }
@@ -262,6 +272,7 @@ impl Runtime {
             }
             match newest {
                 Some(FromCamera::Frame(pixmap)) => {
+                    viewfinder.wanted.store(true, Ordering::Release);
                     let picture = self.wrap(pixmap);
                     self.app.viewfinder_frame(picture);
                 }
