@@ -98,6 +98,15 @@ pub struct ProvenanceConfig {
     pub c2pa: bool,
     /// Put the prompt into the C2PA manifest.
     pub include_prompt: bool,
+    /// The watermark payload, 1 to 256 `0`/`1` characters; defaults to the
+    /// 48 bits SDXL's reference code embeds. Put a device id here to tell
+    /// devices apart.
+    pub watermark_bits: String,
+    /// A provisioned ES256 signing key (PKCS#8 PEM); with `certificate`,
+    /// replaces the key the device makes for itself in `state_dir`.
+    pub key: Option<PathBuf>,
+    /// The provisioned key's certificate chain (PEM, signing certificate first).
+    pub certificate: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -157,6 +166,9 @@ impl Default for ProvenanceConfig {
             watermark: true,
             c2pa: true,
             include_prompt: false,
+            watermark_bits: crate::provenance::watermark::SDXL_BITS.into(),
+            key: None,
+            certificate: None,
         }
     }
 }
@@ -208,6 +220,11 @@ impl Config {
                 self.ui.mode
             ));
         }
+        crate::provenance::watermark::Payload::parse(&self.provenance.watermark_bits)
+            .map_err(|e| format!("provenance.watermark_bits: {e}"))?;
+        if self.provenance.key.is_some() != self.provenance.certificate.is_some() {
+            return Err("provenance.key and provenance.certificate go together".into());
+        }
         Ok(())
     }
 
@@ -247,6 +264,10 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         assert!(Config::parse("output = \"8k\"").unwrap_err().contains("8k"));
+        let err = Config::parse("[provenance]\nwatermark_bits = \"10x\"").unwrap_err();
+        assert!(err.contains("watermark_bits"), "{err}");
+        let err = Config::parse("[provenance]\nkey = \"/k.pem\"").unwrap_err();
+        assert!(err.contains("certificate"), "{err}");
         assert!(
             Config::parse("max_queue = 0")
                 .unwrap_err()

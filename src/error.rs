@@ -97,6 +97,10 @@ pub enum Error {
         /// What went wrong and, where it helps, what to do.
         reason: String,
     },
+    /// Watermarking, signing or reading a C2PA manifest failed, or the
+    /// signing identity is unusable.
+    #[error("provenance: {0}")]
+    Provenance(String),
     /// Reading or writing a file outside the model bundle failed.
     #[error("{}: {source}", path.display())]
     Io {

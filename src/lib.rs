@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod pipeline;
 pub mod produce;
+pub mod provenance;
 pub mod service;
 pub mod source;
 pub mod store;

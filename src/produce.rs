@@ -14,7 +14,8 @@ use crate::pipeline::upscale::Upscaler;
 use crate::pipeline::{
     CancelToken, DEFAULT_STRENGTH, InitImage, Pipeline, Progress, Request, Settings, Stage, Timings,
 };
-use crate::store::{Entry, Gallery, ImageMeta};
+use crate::provenance::Provenance;
+use crate::store::{Entry, Gallery, ImageMeta, encode_png_bytes};
 use crate::studio::JobSpec;
 use crate::{SchedulerKind, SeededNoise};
 
@@ -28,6 +29,8 @@ pub struct Producer {
     pub gallery: Arc<Gallery>,
     /// Output kind for specs that do not name one.
     pub default_output: OutputKind,
+    /// Watermark and manifest every image gets.
+    pub provenance: Arc<Provenance>,
 }
 
 /// A checked request with every default filled in.
@@ -58,6 +61,10 @@ pub struct Produced {
     pub size: (u32, u32),
     /// Where the generation time went.
     pub timings: Timings,
+    /// Time spent watermarking.
+    pub watermark_time: std::time::Duration,
+    /// Time spent encoding the PNG and signing its manifest.
+    pub encode_and_sign_time: std::time::Duration,
 }
 
 /// The refusal of a 4K job when no upscaler bundle is loaded.
@@ -191,6 +198,9 @@ impl Producer {
         }
         cancel.check()?;
         progress.stage(Stage::Saving);
+        let started = std::time::Instant::now();
+        let watermark = self.provenance.watermark(&mut image);
+        let watermark_time = started.elapsed();
         let meta = ImageMeta {
             prompt: request.prompt.clone(),
             negative_prompt: request.negative_prompt.clone(),
@@ -211,13 +221,26 @@ impl Producer {
             source: spec.source.clone().filter(|_| settings.strength.is_some()),
             strength: settings.strength,
             software: format!("pocket-studio {}", crate::VERSION),
+            watermark,
+            c2pa: self.provenance.c2pa_state().into(),
         };
         let id = self.gallery.new_id(&meta, &image);
         before_save(&id)?;
         if let Some(source) = &generated.source {
             self.gallery.save_source(&id, source)?;
         }
-        let entry = self.gallery.save_as(&id, &image, &meta)?;
+        let started = std::time::Instant::now();
+        let png = encode_png_bytes(&image, &meta.text_chunks(image.width, image.height))?;
+        let png = self.provenance.seal(png, &format!("{id}.png"), &meta)?;
+        let encode_and_sign_time = started.elapsed();
+        log::info!(
+            "watermark {} ms ({}), PNG and C2PA {} ms ({})",
+            watermark_time.as_millis(),
+            meta.watermark,
+            encode_and_sign_time.as_millis(),
+            meta.c2pa
+        );
+        let entry = self.gallery.save_encoded(&id, &png)?;
         let path = self.gallery.path_of(&entry.id)?;
         Ok(Produced {
             entry,
@@ -226,6 +249,8 @@ impl Producer {
             seed,
             size: (image.width, image.height),
             timings: generated.timings,
+            watermark_time,
+            encode_and_sign_time,
         })
     }
 }

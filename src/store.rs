@@ -60,6 +60,13 @@ pub struct ImageMeta {
     pub strength: Option<f32>,
     /// `pocket-studio <version>`.
     pub software: String,
+    /// The invisible watermark: `dwtDct <bits>`, `skipped: <why>` or `off`
+    /// ("" for images saved before watermarking existed).
+    #[serde(default)]
+    pub watermark: String,
+    /// The C2PA manifest: `signed` or `off` ("" as above).
+    #[serde(default)]
+    pub c2pa: String,
 }
 
 impl ImageMeta {
@@ -118,6 +125,12 @@ impl ImageMeta {
             chunks.push(("init_image", source.clone()));
             chunks.push(("strength", strength.to_string()));
         }
+        if !self.watermark.is_empty() {
+            chunks.push(("watermark", self.watermark.clone()));
+        }
+        if !self.c2pa.is_empty() {
+            chunks.push(("c2pa", self.c2pa.clone()));
+        }
         chunks
     }
 
@@ -144,6 +157,8 @@ impl ImageMeta {
             source: get("init_image"),
             strength: get("strength").and_then(|s| s.parse().ok()),
             software: get("Software").unwrap_or_default(),
+            watermark: get("watermark").unwrap_or_default(),
+            c2pa: get("c2pa").unwrap_or_default(),
         })
     }
 }
@@ -319,7 +334,11 @@ impl Gallery {
     /// Fail with `NoSpace` or `QuotaFull` unless an image of this size can be
     /// saved. Call before starting a job so no work is wasted.
     pub fn check_room(&self, width: u32, height: u32) -> Result<()> {
-        let need = png_size_bound(width, height);
+        self.check_bytes(png_size_bound(width, height))
+    }
+
+    /// Refuse a file of `need` bytes that the disk or the quota cannot take.
+    fn check_bytes(&self, need: u64) -> Result<()> {
         let free = self.bytes_free()?;
         if free < need + self.limits.reserve_bytes {
             return Err(Error::NoSpace {
@@ -354,10 +373,17 @@ impl Gallery {
     /// caller can record where an image is going before it lands.
     pub fn save_as(&self, id: &str, image: &Image, meta: &ImageMeta) -> Result<Entry> {
         self.check_room(image.width, image.height)?;
-        let text = meta.text_chunks(image.width, image.height);
+        let png = encode_png_bytes(image, &meta.text_chunks(image.width, image.height))?;
+        self.save_encoded(id, &png)
+    }
+
+    /// Save a PNG encoded (and perhaps signed) by the caller, under an id
+    /// from [`Gallery::new_id`]; the bytes land exactly as given.
+    pub fn save_encoded(&self, id: &str, png: &[u8]) -> Result<Entry> {
+        self.check_bytes(png.len() as u64)?;
         let id = id.to_string();
         let path = self.dir.join(format!("{id}.png"));
-        write_png(&path, image, &text)?;
+        write_file_atomically(&path, png)?;
         let entry = read_entry(&id, &path)?;
         {
             let mut entries = self.lock();
@@ -517,13 +543,27 @@ pub fn read_png_text(path: &Path) -> Result<(u32, u32, BTreeMap<String, String>)
 
 /// Write `bytes` to `path` atomically (temp file, fsync, rename, fsync).
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically(path, |out| out.write_all(bytes))
+    write_file_atomically_with_mode(path, bytes, 0o644)
+}
+
+/// As [`write_file_atomically`], with the file's permission bits (0600 for
+/// a private key: the file never exists with wider ones).
+pub fn write_file_atomically_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_atomically(path, mode, |out| out.write_all(bytes))
+}
+
+/// Encode `image` as a PNG in memory with `iTXt` chunks `(keyword, text)`,
+/// the form a signer needs before the file is written.
+pub fn encode_png_bytes(image: &Image, text: &[(&str, String)]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(png_size_bound(image.width, image.height) as usize / 2);
+    encode_png(&mut out, image, text).map_err(|e| Error::io("(PNG in memory)", e))?;
+    Ok(out)
 }
 
 /// Write `image` to `path` atomically with `iTXt` chunks `(keyword, text)`.
 /// Deterministic: the same image and text give the same bytes.
 pub fn write_png(path: &Path, image: &Image, text: &[(&str, String)]) -> Result<()> {
-    write_atomically(path, |out| encode_png(out, image, text))
+    write_atomically(path, 0o644, |out| encode_png(out, image, text))
 }
 
 /// Write through a temporary file in the same folder, fsync, rename, fsync
@@ -531,6 +571,7 @@ pub fn write_png(path: &Path, image: &Image, text: &[(&str, String)]) -> Result<
 /// file (if any) is untouched; a full disk is reported as `NoSpace`.
 fn write_atomically(
     path: &Path,
+    mode: u32,
     fill: impl FnOnce(&mut BufWriter<NoteDiskFull<&File>>) -> std::io::Result<()>,
 ) -> Result<()> {
     let folder = path
@@ -577,7 +618,7 @@ fn write_atomically(
     // Gallery files are for every reader of the folder (tempfile makes 0600).
     use std::os::unix::fs::PermissionsExt;
     temp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(fail)?;
     temp.as_file().sync_all().map_err(fail)?;
     temp.persist(path).map_err(|e| fail(e.error))?;

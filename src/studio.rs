@@ -22,6 +22,7 @@ use crate::pipeline::output::{Aspect, OutputKind};
 use crate::pipeline::upscale::Upscaler;
 use crate::pipeline::{CancelToken, Image, Pipeline, Progress, Stage};
 use crate::produce::Producer;
+use crate::provenance::Provenance;
 use crate::store::Gallery;
 use crate::{Bundle, SchedulerKind};
 
@@ -261,6 +262,10 @@ impl Studio {
             (u, _) => u,
         };
         let gallery = Arc::new(Gallery::open(&config.images_dir, config.gallery_limits())?);
+        let provenance = Arc::new(Provenance::from_config(
+            &config.provenance,
+            &config.state_dir,
+        )?);
         let journal = config.state_dir.join("jobs");
         std::fs::create_dir_all(&journal).map_err(|e| Error::io(&journal, e))?;
         let (events, _) = broadcast::channel(1024);
@@ -289,6 +294,7 @@ impl Studio {
                     upscaler,
                     gallery: gallery.clone(),
                     default_output,
+                    provenance,
                 };
                 let worker_shared = shared.clone();
                 let worker = std::thread::Builder::new()

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pocket_studio::pipeline::output::OutputKind;
 use pocket_studio::pipeline::upscale::Upscaler;
 use pocket_studio::produce::Producer;
+use pocket_studio::provenance::Provenance;
 use pocket_studio::store::{Gallery, Limits};
 use pocket_studio::studio::JobSpec;
 use pocket_studio::{
@@ -37,6 +38,12 @@ struct Cli {
     /// Without it, `generate` runs in-process.
     #[arg(long, global = true)]
     bus: Option<String>,
+    /// Config file. In-process `generate` takes its `[provenance]` and
+    /// `state_dir` from it (without one: defaults, with the signing key in
+    /// `$XDG_STATE_HOME/pocket-studio`); `inspect` its watermark payload and
+    /// the device's trust anchor.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,6 +80,14 @@ enum Command {
     },
     /// Show the service's version, queue, storage and models.
     Status,
+    /// Print a PNG's or JPEG's watermark, C2PA validation and parameters.
+    Inspect {
+        /// The image.
+        file: PathBuf,
+        /// Trust anchors (PEM) for the C2PA signer, besides this device's.
+        #[arg(long)]
+        trust: Vec<PathBuf>,
+    },
     /// Save what the service's touch UI shows (its display, or its headless
     /// frame when no display is connected) as a PNG.
     Screenshot {
@@ -181,7 +196,8 @@ fn main() -> ExitCode {
         Command::Generate(args) if cli.bus.is_some() => {
             on_bus(client::generate(&bus, job_spec(&args), &args))
         }
-        Command::Generate(args) => generate(*args),
+        Command::Generate(args) => generate(*args, cli.config.as_deref()),
+        Command::Inspect { file, trust } => inspect(&file, &trust, cli.config.as_deref()),
         Command::Tokenize { prompt, model } => tokenize(&prompt, &model),
         Command::Bench(args) if args.service.is_some() => {
             let probes = args.service.unwrap_or(200).max(1);
@@ -322,7 +338,42 @@ impl Progress for Bar {
     }
 }
 
-fn generate(args: GenerateArgs) -> Result<()> {
+/// The config in-process commands use: `--config` when given, else the
+/// defaults with a per-user state folder (the service's own is not ours).
+fn local_config(path: Option<&Path>) -> Result<pocket_studio::config::Config> {
+    if let Some(path) = path {
+        return Ok(pocket_studio::config::Config::load(path)?);
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .context("set XDG_STATE_HOME or HOME (the signing key lives there), or pass --config")?;
+    Ok(pocket_studio::config::Config {
+        state_dir: state.join("pocket-studio"),
+        ..Default::default()
+    })
+}
+
+fn inspect(file: &Path, trust: &[PathBuf], config: Option<&Path>) -> Result<()> {
+    use pocket_studio::provenance::{identity::Identity, report, watermark::Payload};
+    let config = local_config(config)?;
+    let payload = Payload::parse(&config.provenance.watermark_bits)
+        .map_err(|e| anyhow::anyhow!("watermark_bits: {e}"))?;
+    let mut anchors = String::new();
+    for path in trust {
+        anchors += &std::fs::read_to_string(path)
+            .with_context(|| format!("--trust {}", path.display()))?;
+    }
+    let [_, _, device_ca] = Identity::device_files(&config.state_dir);
+    if let Ok(pem) = std::fs::read_to_string(&device_ca) {
+        anchors += &pem;
+    }
+    let found = report::inspect(file, &payload, (!anchors.is_empty()).then_some(&anchors))?;
+    print!("{found}");
+    Ok(())
+}
+
+fn generate(args: GenerateArgs, config: Option<&Path>) -> Result<()> {
     anyhow::ensure!(args.style.is_none(), "--style needs the service (--bus)");
     let output = OutputKind::from_name(args.output.as_deref().unwrap_or("4k"))?;
     let mut spec = JobSpec {
@@ -341,11 +392,16 @@ fn generate(args: GenerateArgs) -> Result<()> {
         spec.init_image = Some(Arc::new(image));
     }
     let init_latents = args.latents.as_deref().map(read_npy_f32).transpose()?;
+    let config = local_config(config)?;
     let mut producer = Producer {
         pipeline: load(&args.model)?,
         upscaler: None,
         gallery: Arc::new(Gallery::open(&args.out, Limits::default())?),
         default_output: output,
+        provenance: Arc::new(Provenance::from_config(
+            &config.provenance,
+            &config.state_dir,
+        )?),
     };
     if let Some(device) = &args.camera {
         let info = producer.pipeline.info();
