@@ -212,13 +212,10 @@ pub fn read_manifest(
             .and_then(|m| m.signature_info())
             .and_then(|s| s.common_name.clone().or_else(|| s.issuer.clone())),
         generator: manifest.and_then(|m| {
-            m.claim_generator_info.as_ref()?.first().map(|g| {
-                format!(
-                    "{} {}",
-                    g.name,
-                    g.version.clone().unwrap_or_default()
-                )
-            })
+            m.claim_generator_info
+                .as_ref()?
+                .first()
+                .map(|g| format!("{} {}", g.name, g.version.clone().unwrap_or_default()))
         }),
         generation,
     }))

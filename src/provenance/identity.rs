@@ -98,7 +98,10 @@ impl Identity {
         write_file_atomically_with_mode(&ca, made.ca_pem.as_bytes(), 0o644)?;
         write_file_atomically_with_mode(&key, made.key_pem.as_bytes(), 0o600)?;
         write_file_atomically_with_mode(&chain, made.chain_pem.as_bytes(), 0o644)?;
-        log::info!("made a C2PA signing key and certificate in {}", dir.display());
+        log::info!(
+            "made a C2PA signing key and certificate in {}",
+            dir.display()
+        );
         Ok(Identity {
             key_pem: made.key_pem,
             chain_pem: made.chain_pem,

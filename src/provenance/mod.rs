@@ -37,9 +37,10 @@ impl Provenance {
     /// start, not on the first image.
     pub fn from_config(config: &ProvenanceConfig, state_dir: &Path) -> Result<Self> {
         let payload = if config.watermark {
-            Some(Payload::parse(&config.watermark_bits).map_err(|reason| {
-                Error::invalid("watermark_bits", reason)
-            })?)
+            Some(
+                Payload::parse(&config.watermark_bits)
+                    .map_err(|reason| Error::invalid("watermark_bits", reason))?,
+            )
         } else {
             None
         };

@@ -31,11 +31,16 @@ pub struct Inspection {
 /// Read a PNG or JPEG and check its watermark (for `expected`) and manifest
 /// (trusting `anchors`, PEM).
 pub fn inspect(path: &Path, expected: &Payload, anchors: Option<&str>) -> Result<Inspection> {
-    let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
     if size > MAX_BYTES {
         return Err(Error::invalid(
             "file",
-            format!("{} is {size} bytes; inspect reads up to {MAX_BYTES}", path.display()),
+            format!(
+                "{} is {size} bytes; inspect reads up to {MAX_BYTES}",
+                path.display()
+            ),
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -82,17 +87,17 @@ impl fmt::Display for Inspection {
                 };
                 writeln!(
                     f,
-                    "watermark: dwtDct {} ({} bits; matches {whose}; lattice {:.2} over {} blocks)",
+                    "watermark: dwtDct {} ({} bits; matches {whose}; separation {:.2} over {} blocks)",
                     mark.bit_string(),
                     mark.bits.len(),
-                    mark.lattice,
+                    mark.separation,
                     mark.blocks
                 )?
             }
             Some(mark) => writeln!(
                 f,
-                "watermark: none (lattice {:.2} over {} blocks; marked images score {:.2} or more)",
-                mark.lattice,
+                "watermark: none (separation {:.2} over {} blocks; marked images score {:.2} or more)",
+                mark.separation,
                 mark.blocks,
                 watermark::DETECTION_THRESHOLD
             )?,
