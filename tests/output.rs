@@ -238,6 +238,8 @@ fn meta(seed: u64) -> ImageMeta {
         source: None,
         strength: None,
         software: "pocket-studio test".into(),
+        watermark: String::new(),
+        c2pa: String::new(),
     }
 }
 

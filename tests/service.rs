@@ -191,6 +191,10 @@ impl Service {
     fn images(&self) -> PathBuf {
         self.dir.path().join("images")
     }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
 }
 
 impl Drop for Service {
@@ -630,6 +634,24 @@ async fn img2img_from_a_passed_fd_records_its_source_and_bad_pictures_are_refuse
         text["parameters"].contains("Denoising strength: 0.5"),
         "{}",
         text["parameters"]
+    );
+    // Provenance: too small to watermark (and it says so), signed by the
+    // key the service made in its state folder on first start.
+    assert_eq!(text["watermark"], "skipped: 64x64 is under 65536 pixels");
+    assert_eq!(text["c2pa"], "signed");
+    let anchor = std::fs::read_to_string(service.state().join("provenance/device-ca.pem"))
+        .expect("the service made its signing identity");
+    let seen = pocket_studio::provenance::report::inspect(
+        Path::new(&output),
+        &Default::default(),
+        Some(&anchor),
+    )
+    .expect("inspect");
+    let manifest = seen.manifest.expect("a C2PA manifest");
+    assert_eq!(manifest.state, "Trusted", "{:?}", manifest.failures);
+    assert_eq!(
+        manifest.digital_source_type.as_deref(),
+        Some(pocket_studio::provenance::c2pa::TRAINED_ALGORITHMIC_MEDIA)
     );
     let id = Path::new(&output)
         .file_stem()

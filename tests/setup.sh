@@ -13,6 +13,9 @@
 #                 and libturbojpeg (MJPEG frames, JPEG init images), both
 #                 architectures for the latter
 #   system test:  Pillow (screendumps vs the UI goldens)
+#   provenance:   invisible-watermark (without its torch/onnxruntime
+#                 dependencies), OpenCV, PyWavelets, c2pa-python and
+#                 scikit-image's photos (tests/provenance/peer.py)
 #   Yocto layer:  oelint-adv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,5 +51,6 @@ if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
 fi
 update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
 
-python3 -m pip install --quiet --disable-pip-version-check -r models/export/requirements-fetch.txt -r yocto-layer/requirements-lint.txt -r tests/qemu/requirements.txt
+python3 -m pip install --quiet --disable-pip-version-check -r models/export/requirements-fetch.txt -r yocto-layer/requirements-lint.txt -r tests/qemu/requirements.txt -r tests/provenance/requirements.txt
+python3 -m pip install --quiet --disable-pip-version-check --no-deps invisible-watermark==0.2.0
 python3 models/export/fetch_upscalers.py --models realesr-animevideov3-x4

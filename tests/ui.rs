@@ -566,6 +566,8 @@ fn meta(n: u64) -> ImageMeta {
         source: None,
         strength: None,
         software: "pocket-studio test".into(),
+        watermark: String::new(),
+        c2pa: String::new(),
     }
 }
 

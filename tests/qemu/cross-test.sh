@@ -40,7 +40,7 @@ set +e
 # numerics on aarch64 are checked by
 # real_esrgan_matches_onnxruntime_has_no_seams_and_beats_bicubic_sharpness.
 "${cargo_aarch64[@]}" test --profile "$AARCH64_PROFILE" --target "$AARCH64_TARGET" --no-fail-fast \
-    --lib --bins --test pipeline --test output --test ui --test camera -- \
+    --lib --bins --test pipeline --test output --test ui --test camera --test provenance -- \
     --skip generate_writes_exact_4k_pngs_whose_text_decodes_to_the_request "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
