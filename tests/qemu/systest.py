@@ -310,6 +310,25 @@ def check_camera(result: Path, source: Path) -> str | None:
     return None if checked >= 12 else f"only {checked} pixels away from bar edges"
 
 
+def check_provenance(image: Path, anchor: Path) -> str | None:
+    """The board's image, read by the peers' own tools on the host:
+    invisible-watermark finds SDXL's 48 bits, c2pa-python trusts the
+    manifest given the device's CA and sees a trainedAlgorithmicMedia
+    creation."""
+    peer = [sys.executable, str(REPO / "tests/provenance/peer.py")]
+    marks = json.loads(run(*peer, "decode", "48", str(image), capture_output=True, text=True).stdout)
+    if marks.get(str(image)) != "101100111110110010010000011110111011000110011110":
+        return f"invisible-watermark read {marks}"
+    manifest = json.loads(run(*peer, "c2pa", str(image), "--trust", str(anchor),
+                              capture_output=True, text=True).stdout)
+    if manifest.get("state") != "Trusted":
+        return f"c2pa-python: {manifest}"
+    created = (manifest.get("actions") or [{}])[0].get("actions", [{}])[0]
+    if not created.get("digitalSourceType", "").endswith("/trainedAlgorithmicMedia"):
+        return f"created action {created}"
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin", type=Path, required=True,
@@ -346,6 +365,9 @@ def main() -> int:
         checks.append((name, None if verdict == "PASS" else why or "failed"))
     if any(name == "dbus-generate-png" and why is None for name, why in checks):
         checks.append(("png-metadata", check_png(out / "generated.png")))
+    if any(name == "provenance-on-device" and why is None for name, why in checks):
+        checks.append(("provenance-read-by-peers",
+                       check_provenance(out / "provenance.png", out / "device-ca.pem")))
     if any(name == "camera-img2img" and why is None for name, why in checks):
         checks.append(("camera-frame-is-vivid-colour-bars",
                        check_camera(out / "camera.png", out / "camera-source.png")))
@@ -353,7 +375,7 @@ def main() -> int:
     expected = {"unit-active-via-sd-notify", "dbus-generate-png", "bad-request-refused-service-stays-up",
                 "job-survives-restart", "png-metadata", "touch-ui-generate", "display-shows-ui",
                 "touch-ui-viewer", "camera-img2img", "camera-frame-is-vivid-colour-bars",
-                "touch-ui-camera"}
+                "touch-ui-camera", "provenance-on-device", "provenance-read-by-peers"}
     for missing in sorted(expected - {name for name, _ in checks}):
         checks.append((missing, "never ran (guest stopped or was killed first)"))
     if not powered_off:

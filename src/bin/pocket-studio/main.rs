@@ -84,7 +84,9 @@ enum Command {
     Inspect {
         /// The image.
         file: PathBuf,
-        /// Trust anchors (PEM) for the C2PA signer, besides this device's.
+        /// Trust anchors (PEM) for the C2PA signer, besides this device's
+        /// (the service's `/var/lib/pocket-studio/provenance/device-ca.pem`
+        /// and, for in-process `generate`, this user's).
         #[arg(long)]
         trust: Vec<PathBuf>,
     },
@@ -364,9 +366,13 @@ fn inspect(file: &Path, trust: &[PathBuf], config: Option<&Path>) -> Result<()> 
         anchors += &std::fs::read_to_string(path)
             .with_context(|| format!("--trust {}", path.display()))?;
     }
-    let [_, _, device_ca] = Identity::device_files(&config.state_dir);
-    if let Ok(pem) = std::fs::read_to_string(&device_ca) {
-        anchors += &pem;
+    // This user's own key (in-process generate) and the service's.
+    let system = pocket_studio::config::Config::default().state_dir;
+    for state_dir in [&config.state_dir, &system] {
+        let [_, _, device_ca] = Identity::device_files(state_dir);
+        if let Ok(pem) = std::fs::read_to_string(&device_ca) {
+            anchors += &pem;
+        }
     }
     let found = report::inspect(file, &payload, (!anchors.is_empty()).then_some(&anchors))?;
     print!("{found}");

@@ -94,6 +94,33 @@ else
     fail dbus-generate-png "Generate answered '$job' $(cat "$out/generate.err")"
 fi
 
+# 2b. Provenance made on the board: a 256x256 image (big enough for the
+# watermark) carries the mark and a manifest signed by the key the service
+# made in /var/lib/pocket-studio/provenance; pocket-studio inspect on the
+# board says so, and the host checks both again with invisible-watermark and
+# c2pa-python (systest.py).
+job="$(generate 6 prompt s "a signed lighthouse" seed t 3 steps u 2 output s native \
+    width u 256 height u 256 2> "$out/provenance.err")"
+if [[ "$job" == $root/jobs/* ]]; then
+    state="$(wait_final "$job" 900)"
+    path="$(job_property "$job" OutputPath)"
+    if [ "$state" = done ] && [ -f "$path" ]; then
+        cp "$path" "$out/provenance.png"
+        cp /var/lib/pocket-studio/provenance/device-ca.pem "$out/device-ca.pem"
+        pocket-studio inspect "$path" > "$out/inspect.txt" 2>&1
+        if grep -q '^c2pa: Trusted' "$out/inspect.txt" &&
+            grep -q '^watermark: dwtDct 101100111110110010010000011110111011000110011110 ' "$out/inspect.txt"; then
+            pass provenance-on-device
+        else
+            fail provenance-on-device "inspect said: $(head -c 600 "$out/inspect.txt")"
+        fi
+    else
+        fail provenance-on-device "state $state, error '$(job_property "$job" Error)'"
+    fi
+else
+    fail provenance-on-device "Generate answered '$job' $(cat "$out/provenance.err")"
+fi
+
 # 3. A bad request is refused naming the key, and the service stays up (busctl
 # prints the message, not the error name; tests/service.rs checks InvalidArgs).
 if err="$(generate 2 prompt s "zero steps" steps u 0 2>&1)"; then
