@@ -184,7 +184,7 @@ fn create(device: &str) -> Result<Made> {
     let ca_cert = CertificateBuilder::new(
         Profile::Root,
         serial().map_err(|e| err(&e))?,
-        validity.clone(),
+        validity,
         ca_name.clone(),
         spki(&ca_key)?,
         &ca_key,

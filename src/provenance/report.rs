@@ -108,7 +108,7 @@ impl fmt::Display for Inspection {
                 let detail = match m.state.as_str() {
                     "Trusted" => "signature, hashes and signer all check out".to_string(),
                     "Valid" => "signature and hashes check out; signer not in the trust list (pass --trust CA.pem)".to_string(),
-                    _ => format!("{}", m.failures.join(", ")),
+                    _ => m.failures.join(", "),
                 };
                 writeln!(f, "c2pa: {} ({detail})", m.state)?;
                 if let Some(kind) = &m.digital_source_type {

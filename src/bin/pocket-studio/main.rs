@@ -341,18 +341,20 @@ impl Progress for Bar {
 }
 
 /// The config in-process commands use: `--config` when given, else the
-/// defaults with a per-user state folder (the service's own is not ours).
+/// defaults with a per-user state folder (the service's own is not ours)
+/// when there is a home.
 fn local_config(path: Option<&Path>) -> Result<pocket_studio::config::Config> {
     if let Some(path) = path {
         return Ok(pocket_studio::config::Config::load(path)?);
     }
+    // No home (a system unit): the system's own state folder.
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .context("set XDG_STATE_HOME or HOME (the signing key lives there), or pass --config")?;
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")));
+    let defaults = pocket_studio::config::Config::default();
     Ok(pocket_studio::config::Config {
-        state_dir: state.join("pocket-studio"),
-        ..Default::default()
+        state_dir: state.map_or(defaults.state_dir.clone(), |s| s.join("pocket-studio")),
+        ..defaults
     })
 }
 
