@@ -9,30 +9,17 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pocket_studio::config::ProvenanceConfig;
+use pocket_studio::pipeline::CancelToken;
 use pocket_studio::pipeline::output::to_exact_size;
 use pocket_studio::pipeline::upscale::Upscaler;
-use pocket_studio::pipeline::{CancelToken, Image};
 use pocket_studio::provenance::watermark::{self, Payload};
 use pocket_studio::provenance::{Provenance, c2pa};
 use pocket_studio::store::{ImageMeta, encode_png_bytes};
 
-const ROUNDS: usize = 7;
+mod common;
+use common::scene;
 
-/// Photo-like: gradients plus fine detail, so PNG and the mark have work.
-fn scene(width: u32, height: u32) -> Image {
-    let mut rgb = Vec::with_capacity((width * height * 3) as usize);
-    for y in 0..height {
-        for x in 0..width {
-            let fx = x as f32 / width as f32;
-            let fy = y as f32 / height as f32;
-            let detail = (((x * 7 + y * 13) % 23) as f32 / 23.0 - 0.5) * 30.0;
-            rgb.push((fx * 200.0 + detail).clamp(0.0, 255.0) as u8);
-            rgb.push((fy * 180.0 + 40.0 - detail).clamp(0.0, 255.0) as u8);
-            rgb.push(((1.0 - fx) * 150.0 + fy * 60.0).clamp(0.0, 255.0) as u8);
-        }
-    }
-    Image { width, height, rgb }
-}
+const ROUNDS: usize = 7;
 
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
