@@ -102,11 +102,6 @@ impl Provenance {
         }
     }
 
-    /// The payload images are marked with, when marking is on.
-    pub fn payload(&self) -> Option<&Payload> {
-        self.payload.as_ref()
-    }
-
     /// This device's trust anchor (PEM), for reading its own manifests.
     pub fn anchor_pem(&self) -> Option<&str> {
         self.anchor_pem.as_deref()
