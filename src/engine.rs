@@ -5,12 +5,17 @@
 //! added beside tract later without the pipeline noticing. Never loads a model
 //! twice for the same shapes: plans are cached per input-shape set.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::knobs::KnobScope;
+use tract_onnx::tract_core::ops::Cost;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, ModelFault, Result};
@@ -80,6 +85,92 @@ impl Tensor {
 }
 
 type Plan = Arc<TypedRunnableModel>;
+/// A plan and the multiply-adds of one call through it.
+type Prepared = (Plan, Option<u64>);
+
+/// Cores one network call may use (0 = all), read when the pool is built.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+/// The pool every network call runs its matrix products and element-wise
+/// ops on, built by the first call so its threads inherit that thread's
+/// scheduling priority (the service's niced inference thread).
+static POOL: OnceLock<Executor> = OnceLock::new();
+
+/// How many cores a network call may use (`threads` in the config, 0 = all).
+/// Takes effect if called before the first network call of the process.
+pub fn set_threads(threads: usize) {
+    THREADS.store(threads, Ordering::Relaxed);
+}
+
+fn pool() -> &'static Executor {
+    POOL.get_or_init(|| {
+        let n = match THREADS.load(Ordering::Relaxed) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        if n <= 1 {
+            return Executor::SingleThread;
+        }
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("engine-{i}"))
+            .build()
+        {
+            Ok(pool) => Executor::MultiThread(Arc::new(pool)),
+            Err(e) => {
+                log::warn!("engine: cannot start {n} threads ({e}); running on one core");
+                Executor::SingleThread
+            }
+        }
+    })
+}
+
+/// Keep freed tensor buffers in the heap instead of handing them back to the
+/// kernel: every network call allocates and frees the same large activation
+/// buffers, and fresh pages from the kernel cost a page fault each (the
+/// upscaler's 128 px tile: 555 -> 471 ms, `profile_onnx` with the same
+/// settings through `GLIBC_TUNABLES`). Peak memory is unchanged; memory
+/// stays with the process between jobs. Call once at start, before threads.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocator thresholds; called at
+    // start before other threads allocate.
+    unsafe {
+        // glibc's largest allowed mmap threshold (32 MiB on 64-bit).
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+/// Run `work` with every network call inside it on the calling thread only:
+/// for callers that already spread independent calls over the cores (upscale
+/// tiles), where a second level of threads would only contend.
+pub fn single_threaded<R>(work: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ALONE.with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(ALONE.with(|a| a.replace(true)));
+    work()
+}
+
+thread_local! {
+    /// Set inside [`single_threaded`].
+    static ALONE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// tract settings that plans are optimized under, each measured on our
+/// models (`cargo run --release --example profile_onnx`, x86_64 AVX2):
+/// im2col and a matrix product beat tract's direct spatial convolution 2.5x
+/// on the upscaler's 64-channel 3x3 convolutions (1398 -> 555 ms per 128 px
+/// tile); 1x1 convolutions as plain matrix products instead of lazy im2col
+/// (7.6 -> 6.3 s for the SD VAE decoder at 256 px). 3x3 kernels stay lazy
+/// (tract's rule), so no large im2col buffer is ever made.
+const KNOBS: [(&str, &str); 2] = [
+    ("TRACT_DISABLE_DIRECT_SPATIAL", "true"),
+    ("TRACT_LAZY_IM2COL_MAX_EAGER_BYTES", "18446744073709551615"),
+];
 
 /// One ONNX network, parsed once, with an optimized plan per input shape set.
 pub struct Model {
@@ -87,7 +178,7 @@ pub struct Model {
     stage: &'static str,
     proto: InferenceModel,
     input_types: Vec<DatumType>,
-    plans: Mutex<HashMap<Vec<Vec<usize>>, Plan>>,
+    plans: Mutex<HashMap<Vec<Vec<usize>>, Prepared>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -131,6 +222,14 @@ impl Model {
         self.plan(shapes).map(|_| ())
     }
 
+    /// Multiply-adds of one call at these input shapes, as tract counts them
+    /// on the optimized plan (convolutions and matrix products), for the
+    /// benchmark's GFLOP/s; `None` before the plan exists or when uncountable.
+    pub fn multiply_adds(&self, shapes: &[Vec<usize>]) -> Option<u64> {
+        let plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        plans.get(shapes).and_then(|(_, fma)| *fma)
+    }
+
     /// Run the network. Inputs come in the graph's input order.
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         let fail = |e: TractError| Error::Inference {
@@ -150,7 +249,12 @@ impl Model {
             let tensor = tensor.cast_to_dt(wanted).map_err(fail)?.into_owned();
             values.push(tensor.into_tvalue());
         }
-        let outputs = plan.run(values).map_err(fail)?;
+        let executor = if ALONE.with(Cell::get) {
+            Executor::SingleThread
+        } else {
+            pool().clone()
+        };
+        let outputs = multithread_tract_scope(executor, || plan.run(values)).map_err(fail)?;
         outputs
             .iter()
             .map(|t| Tensor::from_tract(t).map_err(fail))
@@ -159,7 +263,7 @@ impl Model {
 
     fn plan(&self, shapes: &[Vec<usize>]) -> Result<Plan> {
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(plan) = plans.get(shapes) {
+        if let Some((plan, _)) = plans.get(shapes) {
             return Ok(plan.clone());
         }
         if shapes.len() != self.input_types.len() {
@@ -181,17 +285,36 @@ impl Model {
             let fact = InferenceFact::dt_shape(self.input_types[ix], shape.clone());
             model = model.with_input_fact(ix, fact).map_err(unloadable)?;
         }
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(unloadable)?;
+        let scope = KnobScope::new(KNOBS).map_err(unloadable)?;
+        let optimized = scope.enter(|| model.into_optimized()).map_err(unloadable)?;
+        let fma = multiply_adds(&optimized);
+        let plan = optimized.into_runnable().map_err(unloadable)?;
         log::info!(
             "{}: optimized for {:?} in {} ms",
             self.stage,
             shapes,
             started.elapsed().as_millis()
         );
-        plans.insert(shapes.to_vec(), plan.clone());
+        plans.insert(shapes.to_vec(), (plan.clone(), fma));
         Ok(plan)
     }
+}
+
+/// Sum of the FMA costs tract reports for every node of a concrete plan.
+fn multiply_adds(model: &TypedModel) -> Option<u64> {
+    let mut total = 0u64;
+    for node in &model.nodes {
+        let inputs: Vec<&TypedFact> = node
+            .inputs
+            .iter()
+            .map(|o| model.outlet_fact(*o))
+            .collect::<TractResult<_>>()
+            .ok()?;
+        for (cost, count) in node.op.cost(&inputs).ok()? {
+            if matches!(cost, Cost::FMA(_)) {
+                total += u64::try_from(count.to_i64().ok()?).ok()?;
+            }
+        }
+    }
+    Some(total)
 }

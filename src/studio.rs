@@ -257,6 +257,7 @@ impl Studio {
         } else {
             None
         };
+        crate::engine::set_threads(config.threads);
         let upscaler = match (upscaler, config.threads) {
             (Some(u), n) if n > 0 => Some(u.with_workers(n)),
             (u, _) => u,

@@ -31,6 +31,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    pocket_studio::engine::tune_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp(None)
         .init();

@@ -216,9 +216,12 @@ impl Upscaler {
                         if i >= xs.len() {
                             break;
                         }
-                        let result = cancel
-                            .check()
-                            .and_then(|()| self.run_tile(image, xs[i], y0, tile_w, tile_h));
+                        // Tiles already use every core: each runs on its own.
+                        let result = cancel.check().and_then(|()| {
+                            crate::engine::single_threaded(|| {
+                                self.run_tile(image, xs[i], y0, tile_w, tile_h)
+                            })
+                        });
                         let failed = result.is_err();
                         if sender.send((i, result)).is_err() || failed {
                             break;

@@ -189,6 +189,7 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    pocket_studio::engine::tune_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
