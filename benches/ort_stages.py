@@ -27,6 +27,23 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def clip_tokenizer(bundle: Path):
+    """transformers' CLIPTokenizer rebuilt on `tokenizers` (ImportError without it)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, Regex
+
+    tok = Tokenizer(models.BPE.from_file(str(bundle / "tokenizer/vocab.json"),
+                                         str(bundle / "tokenizer/merges.txt"),
+                                         continuing_subword_prefix="", end_of_word_suffix="</w>",
+                                         unk_token="<|endoftext|>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                           normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    return tok
+
+
 def median_ms(fn, runs: int) -> float:
     fn()  # warm-up
     samples = []
@@ -50,17 +67,7 @@ def main() -> None:
     result = {}
 
     try:
-        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, Regex
-
-        tok = Tokenizer(models.BPE.from_file(str(b / "tokenizer/vocab.json"), str(b / "tokenizer/merges.txt"),
-                                             continuing_subword_prefix="", end_of_word_suffix="</w>",
-                                             unk_token="<|endoftext|>"))
-        tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
-                                               normalizers.Lowercase()])
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
-                                 behavior="removed", invert=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        tok = clip_tokenizer(b)
         prompts = ["a watercolor painting of a lighthouse at dawn", "blurry"]
         result["tokenize"] = median_ms(lambda: [tok.encode(s) for s in prompts], a.runs)
     except ImportError:

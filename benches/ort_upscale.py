@@ -34,6 +34,27 @@ def feather(origin: int, tile: int, length: int, overlap: int, scale: int) -> np
     return np.clip(np.minimum(start, end), 1e-3, 1.0).astype(np.float32)
 
 
+def upscale(sess: ort.InferenceSession, img: np.ndarray, tile: int, overlap: int,
+            s: int) -> np.ndarray:
+    """One pass over HWC floats in 0..1; returns HWC uint8, blended as ours."""
+    h, w, _ = img.shape
+    tw, th = min(tile, w), min(tile, h)
+    sums = np.zeros((3, h * s, w * s), np.float32)
+    weights = np.zeros((h * s, w * s), np.float32)
+    name = sess.get_inputs()[0].name
+    for y0 in origins(h, th, overlap):
+        wy = feather(y0, th, h, overlap, s)
+        for x0 in origins(w, tw, overlap):
+            wx = feather(x0, tw, w, overlap, s)
+            part = img[y0:y0 + th, x0:x0 + tw].transpose(2, 0, 1)[None]
+            out = sess.run(None, {name: np.ascontiguousarray(part)})[0][0]
+            wgt = wy[:, None] * wx[None, :]
+            sums[:, y0 * s:(y0 + th) * s, x0 * s:(x0 + tw) * s] += out * wgt
+            weights[y0 * s:(y0 + th) * s, x0 * s:(x0 + tw) * s] += wgt
+    out = (np.clip(sums / weights, 0, 1) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("model", type=Path)
@@ -47,22 +68,8 @@ def main() -> None:
     opts.intra_op_num_threads = a.threads
     sess = ort.InferenceSession(str(a.model), opts, providers=["CPUExecutionProvider"])
     img = np.asarray(Image.open(a.image).convert("RGB"), dtype=np.float32) / 255.0
-    h, w, _ = img.shape
-    s = a.scale
-    tw, th = min(a.tile, w), min(a.tile, h)
     start = time.perf_counter()
-    sums = np.zeros((3, h * s, w * s), np.float32)
-    weights = np.zeros((h * s, w * s), np.float32)
-    for y0 in origins(h, th, a.overlap):
-        wy = feather(y0, th, h, a.overlap, s)
-        for x0 in origins(w, tw, a.overlap):
-            wx = feather(x0, tw, w, a.overlap, s)
-            tile = img[y0:y0 + th, x0:x0 + tw].transpose(2, 0, 1)[None]
-            out = sess.run(None, {"input": np.ascontiguousarray(tile)})[0][0]
-            wgt = wy[:, None] * wx[None, :]
-            sums[:, y0 * s:(y0 + th) * s, x0 * s:(x0 + tw) * s] += out * wgt
-            weights[y0 * s:(y0 + th) * s, x0 * s:(x0 + tw) * s] += wgt
-    result = (np.clip(sums / weights, 0, 1) * 255).round().astype(np.uint8)
+    result = upscale(sess, img, a.tile, a.overlap, a.scale)
     seconds = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     json.dump({"seconds": seconds, "peak_rss_mib": peak_mib, "shape": list(result.shape),

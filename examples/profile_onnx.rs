@@ -2,7 +2,8 @@
 //! the speed work targets: `cargo run --release --example profile_onnx --
 //! MODEL.onnx 1,3,128,128 [more input shapes] [--runs N] [--threads N]`.
 //!
-//! Inputs are zeros (float, or int64 for token ids); times are summed per op
+//! Models are parsed and optimized as the engine does (our operators, its
+//! tract settings). Inputs are zeros (float, or int64 for token ids); times are summed per op
 //! type over the runs after one warm-up and printed, largest first.
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use tract_onnx::tract_core::plan::{SimpleState, eval};
 use tract_onnx::tract_hir::infer::Factoid;
 
 fn main() -> TractResult<()> {
+    pocket_studio::engine::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut runs = 2usize;
     let mut positional = Vec::new();
@@ -33,7 +35,7 @@ fn main() -> TractResult<()> {
         eprintln!("usage: profile_onnx MODEL.onnx SHAPE[,..] ... [--runs N]");
         std::process::exit(2);
     };
-    let mut model = tract_onnx::onnx().model_for_path(path)?;
+    let mut model = pocket_studio::engine::onnx_parser().model_for_path(path)?;
     let mut inputs = TVec::new();
     for (ix, shape) in shapes.iter().enumerate() {
         let shape: Vec<usize> = shape.split(',').map(|d| d.parse().unwrap_or(1)).collect();
@@ -46,7 +48,8 @@ fn main() -> TractResult<()> {
         inputs.push(Tensor::zero_dt(dt, &shape)?.into_tvalue());
     }
     let started = Instant::now();
-    let typed = model.into_optimized()?;
+    let scope = tract_onnx::tract_core::knobs::KnobScope::new(pocket_studio::engine::KNOBS)?;
+    let typed = scope.enter(|| model.into_optimized())?;
     eprintln!("optimized in {:?}", started.elapsed());
     let plan = typed.into_runnable()?;
     let mut state = SimpleState::new(&plan)?;

@@ -61,6 +61,8 @@ pub struct Produced {
     pub size: (u32, u32),
     /// Where the generation time went.
     pub timings: Timings,
+    /// Time spent upscaling and resampling to the saved size.
+    pub upscale_time: std::time::Duration,
     /// Time spent watermarking.
     pub watermark_time: std::time::Duration,
     /// Time spent encoding the PNG and signing its manifest.
@@ -185,6 +187,7 @@ impl Producer {
             self.pipeline
                 .run(&request, &mut SeededNoise::new(seed), progress, cancel)?;
         let mut image = generated.image;
+        let started = std::time::Instant::now();
         if let Some(upscaler) = upscaler {
             progress.stage(Stage::Upscaling);
             image = to_exact_size(
@@ -196,6 +199,7 @@ impl Producer {
                 cancel,
             )?;
         }
+        let upscale_time = started.elapsed();
         cancel.check()?;
         progress.stage(Stage::Saving);
         let started = std::time::Instant::now();
@@ -249,6 +253,7 @@ impl Producer {
             seed,
             size: (image.width, image.height),
             timings: generated.timings,
+            upscale_time,
             watermark_time,
             encode_and_sign_time,
         })

@@ -294,6 +294,12 @@ impl Pipeline {
         &self.bundle
     }
 
+    /// Multiply-adds of the last UNet call (batch 2 with guidance), for the
+    /// benchmark's GFLOP/s.
+    pub fn unet_multiply_adds(&self) -> Option<u64> {
+        self.unet.last_call_multiply_adds()
+    }
+
     /// The bundle's tokenizer.
     pub fn tokenizer(&self) -> &ClipTokenizer {
         &self.tokenizer

@@ -29,6 +29,7 @@ const DEFAULT_MODEL: &str = "/usr/share/pocket-studio/models/default";
 /// Where installed boards keep the default upscaler bundle.
 const DEFAULT_UPSCALER: &str = "/usr/share/pocket-studio/models/upscaler";
 
+mod bench_e2e;
 mod client;
 
 #[derive(Parser)]
@@ -182,6 +183,13 @@ struct BenchArgs {
     /// Tile side (input pixels) for --upscaler runs, instead of the bundle's.
     #[arg(long)]
     tile: Option<u32>,
+    /// Prompt -> 4K PNG through our engine and onnxruntime, interleaved: one
+    /// --model (default bundle) and one --upscaler (default upscaler).
+    #[arg(long)]
+    end_to_end: bool,
+    /// Denoising steps per image for --end-to-end.
+    #[arg(long, default_value_t = 4)]
+    steps: u32,
     /// With --bus: time this many Generate calls while the service's worker
     /// is busy, and read its idle RSS (minus the --model files' size).
     #[arg(long)]
@@ -484,6 +492,24 @@ fn read_npy_f32(path: &Path) -> Result<Vec<f32>> {
 }
 
 fn bench(mut args: BenchArgs) -> Result<()> {
+    if args.end_to_end {
+        anyhow::ensure!(
+            args.models.len() <= 1 && args.upscalers.len() <= 1,
+            "--end-to-end takes one --model and one --upscaler"
+        );
+        let model = args.models.pop().unwrap_or_else(|| DEFAULT_MODEL.into());
+        let upscaler = args
+            .upscalers
+            .pop()
+            .unwrap_or_else(|| DEFAULT_UPSCALER.into());
+        return bench_e2e::run(&bench_e2e::Options {
+            model: &model,
+            upscaler: &upscaler,
+            steps: args.steps.max(1),
+            runs: args.runs.max(1),
+            with_ort: !args.no_ort,
+        });
+    }
     if args.models.is_empty() && args.upscalers.is_empty() {
         args.models.push(PathBuf::from(DEFAULT_MODEL));
     }
@@ -496,19 +522,6 @@ fn bench(mut args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Peak resident set size of this process in bytes (Linux `VmHWM`).
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Reset the peak RSS counter so the next reading covers only what follows.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 fn bench_upscaler(dir: &Path, tile: Option<u32>, with_ort: bool) -> Result<()> {
     const MIB: f64 = 1024.0 * 1024.0;
     let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upscale/input.png");
@@ -518,8 +531,8 @@ fn bench_upscaler(dir: &Path, tile: Option<u32>, with_ort: bool) -> Result<()> {
     let input_path = scratch.path().join("input-960x540.png");
     pocket_studio::store::write_png(&input_path, &input, &[])?;
 
-    reset_peak_rss();
-    let baseline = peak_rss_bytes().unwrap_or(0);
+    bench_e2e::reset_peak_rss();
+    let baseline = bench_e2e::peak_rss_bytes().unwrap_or(0);
     let mut upscaler = Upscaler::open(dir)?;
     if let Some(tile) = tile {
         let overlap = upscaler.tiling().1;
@@ -534,7 +547,7 @@ fn bench_upscaler(dir: &Path, tile: Option<u32>, with_ort: bool) -> Result<()> {
     let tick = Instant::now();
     let output = upscaler.upscale(&input, &mut |_, _| {}, &CancelToken::new())?;
     let ours = tick.elapsed().as_secs_f64();
-    let peak = peak_rss_bytes().unwrap_or(0);
+    let peak = bench_e2e::peak_rss_bytes().unwrap_or(0);
     anyhow::ensure!(
         (output.width, output.height) == target,
         "unexpected output size"

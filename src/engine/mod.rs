@@ -20,6 +20,16 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, ModelFault, Result};
 
+mod prelu;
+
+/// tract's ONNX front end with our faster operators registered (public for
+/// `examples/profile_onnx.rs`).
+pub fn onnx_parser() -> tract_onnx::Onnx {
+    let mut parser = onnx();
+    parser.op_register.insert("PRelu", prelu::build);
+    parser
+}
+
 /// Element values of a [`Tensor`]; the engine casts to what the graph declares.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
@@ -167,7 +177,7 @@ thread_local! {
 /// tile); 1x1 convolutions as plain matrix products instead of lazy im2col
 /// (7.6 -> 6.3 s for the SD VAE decoder at 256 px). 3x3 kernels stay lazy
 /// (tract's rule), so no large im2col buffer is ever made.
-const KNOBS: [(&str, &str); 2] = [
+pub const KNOBS: [(&str, &str); 2] = [
     ("TRACT_DISABLE_DIRECT_SPATIAL", "true"),
     ("TRACT_LAZY_IM2COL_MAX_EAGER_BYTES", "18446744073709551615"),
 ];
@@ -179,6 +189,7 @@ pub struct Model {
     proto: InferenceModel,
     input_types: Vec<DatumType>,
     plans: Mutex<HashMap<Vec<Vec<usize>>, Prepared>>,
+    last_shapes: Mutex<Vec<Vec<usize>>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -195,7 +206,7 @@ impl Model {
     pub fn load(path: &Path, stage: &'static str) -> Result<Self> {
         let started = Instant::now();
         let unloadable = |e: TractError| Error::model(path, ModelFault::Invalid(format!("{e:#}")));
-        let proto = onnx().model_for_path(path).map_err(unloadable)?;
+        let proto = onnx_parser().model_for_path(path).map_err(unloadable)?;
         let inputs = proto.input_outlets().map_err(unloadable)?.len();
         let mut input_types = Vec::with_capacity(inputs);
         for ix in 0..inputs {
@@ -213,6 +224,7 @@ impl Model {
             proto,
             input_types,
             plans: Mutex::new(HashMap::new()),
+            last_shapes: Mutex::new(Vec::new()),
         })
     }
 
@@ -222,12 +234,17 @@ impl Model {
         self.plan(shapes).map(|_| ())
     }
 
-    /// Multiply-adds of one call at these input shapes, as tract counts them
-    /// on the optimized plan (convolutions and matrix products), for the
-    /// benchmark's GFLOP/s; `None` before the plan exists or when uncountable.
-    pub fn multiply_adds(&self, shapes: &[Vec<usize>]) -> Option<u64> {
+    /// Multiply-adds of the last call, as tract counts them on its optimized
+    /// plan (convolutions and matrix products), for the benchmark's GFLOP/s;
+    /// `None` before any call or when a cost is not a plain number.
+    pub fn last_call_multiply_adds(&self) -> Option<u64> {
+        let shapes = self
+            .last_shapes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        plans.get(shapes).and_then(|(_, fma)| *fma)
+        plans.get(&shapes).and_then(|(_, fma)| *fma)
     }
 
     /// Run the network. Inputs come in the graph's input order.
@@ -238,6 +255,7 @@ impl Model {
         };
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
         let plan = self.plan(&shapes)?;
+        *self.last_shapes.lock().unwrap_or_else(|p| p.into_inner()) = shapes;
         let mut values = TVec::new();
         for (ix, input) in inputs.iter().enumerate() {
             let tensor = input.to_tract().map_err(fail)?;
