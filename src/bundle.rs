@@ -242,10 +242,26 @@ fn verify_files(root: &Path, manifest: &Manifest) -> Result<()> {
             ));
         }
     }
-    for (rel, expected) in &manifest.sha256 {
-        verify_file(&root.join(rel), expected)?;
-    }
-    Ok(())
+    // One thread per file: hashing 2 GB of weights is a good part of the
+    // service's start, and the files are independent.
+    let results: Vec<Result<String>> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = manifest
+            .sha256
+            .iter()
+            .map(|(rel, expected)| scope.spawn(move || verify_file(&root.join(rel), expected)))
+            .collect();
+        jobs.into_iter()
+            .map(|job| {
+                job.join().unwrap_or_else(|_| {
+                    Err(Error::model(
+                        root,
+                        ModelFault::Invalid("checksum thread panicked".into()),
+                    ))
+                })
+            })
+            .collect()
+    });
+    results.into_iter().try_for_each(|r| r.map(|_| ()))
 }
 
 /// The parts of diffusers' `vae_decoder/config.json` we use.

@@ -29,7 +29,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Jobs accepted but not finished, at most.
     pub max_queue: usize,
-    /// Worker threads for tiled stages; 0 = all cores.
+    /// Cores one network call and the tiled stages use; 0 = all cores.
     pub threads: usize,
     /// `4k` or `native`.
     pub output: String,

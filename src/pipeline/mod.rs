@@ -251,9 +251,26 @@ impl Pipeline {
         let tokenizer = ClipTokenizer::load(&bundle.file("tokenizer"))?;
         let scheduler_config: SchedulerConfig =
             crate::bundle::read_json(&bundle.file("scheduler/scheduler_config.json"))?;
-        let text_encoder = Model::load(&bundle.file("text_encoder/model.onnx"), "text encoder")?;
-        let unet = Model::load(&bundle.file("unet/model.onnx"), "unet")?;
-        let vae_decoder = Model::load(&bundle.file("vae_decoder/model.onnx"), "vae decoder")?;
+        // Parsed side by side: parsing is single-threaded and takes seconds.
+        let (text_encoder, unet, vae_decoder) = std::thread::scope(|scope| {
+            let load = |rel: &'static str, stage: &'static str| {
+                let path = bundle.file(rel);
+                scope.spawn(move || Model::load(&path, stage))
+            };
+            let text_encoder = load("text_encoder/model.onnx", "text encoder");
+            let vae_decoder = load("vae_decoder/model.onnx", "vae decoder");
+            let unet = Model::load(&bundle.file("unet/model.onnx"), "unet");
+            let joined = |job: std::thread::ScopedJoinHandle<'_, Result<Model>>| {
+                job.join().unwrap_or_else(|_| {
+                    Err(Error::Inference {
+                        stage: "load",
+                        reason: "model parsing thread panicked".into(),
+                    })
+                })
+            };
+            (joined(text_encoder), unet, joined(vae_decoder))
+        });
+        let (text_encoder, unet, vae_decoder) = (text_encoder?, unet?, vae_decoder?);
         Ok(Pipeline {
             bundle,
             tokenizer,
