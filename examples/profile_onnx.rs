@@ -48,9 +48,12 @@ fn main() -> TractResult<()> {
         inputs.push(Tensor::zero_dt(dt, &shape)?.into_tvalue());
     }
     let started = Instant::now();
-    let scope = tract_onnx::tract_core::knobs::KnobScope::new(pocket_studio::engine::KNOBS)?;
-    let typed = scope.enter(|| model.into_optimized())?;
-    eprintln!("optimized in {:?}", started.elapsed());
+    let typed = pocket_studio::engine::optimize(model)?;
+    eprintln!(
+        "optimized in {:?} ({} nodes)",
+        started.elapsed(),
+        typed.nodes.len()
+    );
     let plan = typed.into_runnable()?;
     let mut state = SimpleState::new(&plan)?;
     state.run(inputs.clone())?;

@@ -20,6 +20,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, ModelFault, Result};
 
+mod attention;
 mod prelu;
 
 /// tract's ONNX front end with our faster operators registered (public for
@@ -303,8 +304,7 @@ impl Model {
             let fact = InferenceFact::dt_shape(self.input_types[ix], shape.clone());
             model = model.with_input_fact(ix, fact).map_err(unloadable)?;
         }
-        let scope = KnobScope::new(KNOBS).map_err(unloadable)?;
-        let optimized = scope.enter(|| model.into_optimized()).map_err(unloadable)?;
+        let optimized = optimize(model).map_err(unloadable)?;
         let fma = multiply_adds(&optimized);
         let plan = optimized.into_runnable().map_err(unloadable)?;
         log::info!(
@@ -316,6 +316,21 @@ impl Model {
         plans.insert(shapes.to_vec(), (plan.clone(), fma));
         Ok(plan)
     }
+}
+
+/// Turn a parsed graph with concrete input shapes into the plan tract runs:
+/// typed and decluttered, attention chunked (`attention.rs`), optimized
+/// under [`KNOBS`]. Public for `examples/profile_onnx.rs`.
+pub fn optimize(model: InferenceModel) -> TractResult<TypedModel> {
+    KnobScope::new(KNOBS)?.enter(|| {
+        let mut typed = model.into_typed()?;
+        typed.declutter()?;
+        let chunked = attention::chunk_attention(&mut typed, attention::CHUNK_BYTES)?;
+        if chunked > 0 {
+            log::info!("{chunked} attentions run in query chunks");
+        }
+        typed.into_optimized()
+    })
 }
 
 /// Sum of the FMA costs tract reports for every node of a concrete plan.
