@@ -48,7 +48,7 @@ fn main() -> TractResult<()> {
         inputs.push(Tensor::zero_dt(dt, &shape)?.into_tvalue());
     }
     let started = Instant::now();
-    let typed = pocket_studio::engine::optimize(model)?;
+    let typed = pocket_studio::engine::optimize(model, "profile")?;
     eprintln!(
         "optimized in {:?} ({} nodes)",
         started.elapsed(),

@@ -198,12 +198,9 @@ mod tests {
         };
         let plan = model.into_optimized().unwrap().into_runnable().unwrap();
         let out = plan.run(tvec!(input(0.0), input(1.0), input(2.0))).unwrap();
-        out[0]
-            .to_plain_array_view::<f32>()
+        crate::engine::Tensor::from_tract(&out[0])
             .unwrap()
-            .iter()
-            .copied()
-            .collect()
+            .into_f32()
     }
 
     #[test]

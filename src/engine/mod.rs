@@ -304,7 +304,7 @@ impl Model {
             let fact = InferenceFact::dt_shape(self.input_types[ix], shape.clone());
             model = model.with_input_fact(ix, fact).map_err(unloadable)?;
         }
-        let optimized = optimize(model).map_err(unloadable)?;
+        let optimized = optimize(model, self.stage).map_err(unloadable)?;
         let fma = multiply_adds(&optimized);
         let plan = optimized.into_runnable().map_err(unloadable)?;
         log::info!(
@@ -321,13 +321,13 @@ impl Model {
 /// Turn a parsed graph with concrete input shapes into the plan tract runs:
 /// typed and decluttered, attention chunked (`attention.rs`), optimized
 /// under [`KNOBS`]. Public for `examples/profile_onnx.rs`.
-pub fn optimize(model: InferenceModel) -> TractResult<TypedModel> {
+pub fn optimize(model: InferenceModel, stage: &str) -> TractResult<TypedModel> {
     KnobScope::new(KNOBS)?.enter(|| {
         let mut typed = model.into_typed()?;
         typed.declutter()?;
         let chunked = attention::chunk_attention(&mut typed, attention::CHUNK_BYTES)?;
         if chunked > 0 {
-            log::info!("{chunked} attentions run in query chunks");
+            log::info!("{stage}: {chunked} attentions run in query chunks");
         }
         typed.into_optimized()
     })

@@ -192,12 +192,9 @@ mod tests {
         );
         let plan = model.into_runnable().unwrap();
         let result = plan.run(inputs).unwrap();
-        result[0]
-            .to_plain_array_view::<f32>()
+        crate::engine::Tensor::from_tract(&result[0])
             .unwrap()
-            .iter()
-            .copied()
-            .collect()
+            .into_f32()
     }
 
     #[test]
