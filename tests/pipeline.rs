@@ -675,3 +675,35 @@ fn seeded_noise_is_bit_identical_to_the_draws_recorded_on_x86_64() {
         std::env::consts::ARCH
     );
 }
+
+/// A model keeps one plan (one copy of its weights): other input shapes
+/// replace it by reading the file again, and going back gives the same
+/// numbers as the first plan did.
+#[test]
+fn a_model_asked_for_other_shapes_replans_and_gives_the_same_numbers() {
+    use pocket_studio::engine::{Model, Tensor};
+    let decoder = Model::load(&tiny_bundle().join("vae_decoder/model.onnx"), "vae decoder")
+        .expect("tiny decoder loads");
+    let latents = |h: usize, w: usize| {
+        let values = (0..4 * h * w).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0);
+        Tensor::f32(vec![1, 4, h, w], values.collect())
+    };
+    let run = |input: &Tensor| {
+        decoder
+            .run(&[input])
+            .expect("decoder runs")
+            .into_iter()
+            .next()
+            .expect("one output")
+    };
+    let square = run(&latents(8, 8));
+    let wide = run(&latents(8, 12));
+    let scale = square.shape[2] / 8;
+    assert_eq!(square.shape[2..], [8 * scale, 8 * scale]);
+    assert_eq!(wide.shape[2..], [8 * scale, 12 * scale]);
+    assert_eq!(run(&latents(8, 8)), square, "the re-read plan differs");
+    assert!(
+        decoder.last_call_multiply_adds().is_some(),
+        "the current plan knows its cost"
+    );
+}

@@ -2,11 +2,13 @@
 //! concrete input shapes, keep the optimized plan, run tensors through it.
 //!
 //! Everything outside this module speaks [`Tensor`], so an NPU delegate can be
-//! added beside tract later without the pipeline noticing. Never loads a model
-//! twice for the same shapes: plans are cached per input-shape set.
+//! added beside tract later without the pipeline noticing. Memory is what a
+//! board runs out of first, so a model holds one copy of its weights: the
+//! parsed graph until the first plan is made, then only that plan (tract
+//! packs the weights into the plan, a second copy). A call with other input
+//! shapes re-reads the file and replaces the plan.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -96,8 +98,6 @@ impl Tensor {
 }
 
 type Plan = Arc<TypedRunnableModel>;
-/// A plan and the multiply-adds of one call through it.
-type Prepared = (Plan, Option<u64>);
 
 /// Cores one network call may use (0 = all), read when the pool is built.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -183,14 +183,30 @@ pub const KNOBS: [(&str, &str); 2] = [
     ("TRACT_LAZY_IM2COL_MAX_EAGER_BYTES", "18446744073709551615"),
 ];
 
-/// One ONNX network, parsed once, with an optimized plan per input shape set.
+/// The optimized plan of a [`Model`] and the input shapes it was made for.
+struct Specialised {
+    shapes: Vec<Vec<usize>>,
+    plan: Plan,
+    /// Multiply-adds of one call, when tract's cost model gives a number.
+    multiply_adds: Option<u64>,
+}
+
+/// Where a [`Model`]'s weights live right now: one copy at a time.
+enum Held {
+    /// Parsed, not yet specialised to input shapes.
+    Parsed(InferenceModel),
+    /// Specialised; the parsed graph was dropped.
+    Planned(Specialised),
+    /// A planning attempt failed after the parsed graph was consumed.
+    Empty,
+}
+
+/// One ONNX network and its optimized plan for the shapes last asked for.
 pub struct Model {
     path: PathBuf,
     stage: &'static str,
-    proto: InferenceModel,
     input_types: Vec<DatumType>,
-    plans: Mutex<HashMap<Vec<Vec<usize>>, Prepared>>,
-    last_shapes: Mutex<Vec<Vec<usize>>>,
+    held: Mutex<Held>,
 }
 
 impl std::fmt::Debug for Model {
@@ -222,10 +238,8 @@ impl Model {
         Ok(Model {
             path: path.to_path_buf(),
             stage,
-            proto,
             input_types,
-            plans: Mutex::new(HashMap::new()),
-            last_shapes: Mutex::new(Vec::new()),
+            held: Mutex::new(Held::Parsed(proto)),
         })
     }
 
@@ -239,13 +253,10 @@ impl Model {
     /// plan (convolutions and matrix products), for the benchmark's GFLOP/s;
     /// `None` before any call or when a cost is not a plain number.
     pub fn last_call_multiply_adds(&self) -> Option<u64> {
-        let shapes = self
-            .last_shapes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        plans.get(&shapes).and_then(|(_, fma)| *fma)
+        match &*self.held.lock().unwrap_or_else(|p| p.into_inner()) {
+            Held::Planned(current) => current.multiply_adds,
+            Held::Parsed(_) | Held::Empty => None,
+        }
     }
 
     /// Run the network. Inputs come in the graph's input order.
@@ -256,7 +267,6 @@ impl Model {
         };
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
         let plan = self.plan(&shapes)?;
-        *self.last_shapes.lock().unwrap_or_else(|p| p.into_inner()) = shapes;
         let mut values = TVec::new();
         for (ix, input) in inputs.iter().enumerate() {
             let tensor = input.to_tract().map_err(fail)?;
@@ -281,9 +291,11 @@ impl Model {
     }
 
     fn plan(&self, shapes: &[Vec<usize>]) -> Result<Plan> {
-        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((plan, _)) = plans.get(shapes) {
-            return Ok(plan.clone());
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Held::Planned(current) = &*held
+            && current.shapes == shapes
+        {
+            return Ok(current.plan.clone());
         }
         if shapes.len() != self.input_types.len() {
             return Err(Error::Inference {
@@ -299,22 +311,59 @@ impl Model {
         let started = Instant::now();
         let unloadable =
             |e: TractError| Error::model(&self.path, ModelFault::Invalid(format!("{e:#}")));
-        let mut model = self.proto.clone();
+        // The old plan goes first, so at most one copy of the weights is
+        // live while the file is read again.
+        let parsed = match std::mem::replace(&mut *held, Held::Empty) {
+            Held::Parsed(parsed) => parsed,
+            Held::Planned(old) => {
+                log::info!(
+                    "{}: replacing the plan for {:?} with one for {:?}; reading {} again",
+                    self.stage,
+                    old.shapes,
+                    shapes,
+                    self.path.display()
+                );
+                drop(old);
+                release_free_memory();
+                onnx_parser()
+                    .model_for_path(&self.path)
+                    .map_err(unloadable)?
+            }
+            Held::Empty => onnx_parser()
+                .model_for_path(&self.path)
+                .map_err(unloadable)?,
+        };
+        let mut model = parsed;
         for (ix, shape) in shapes.iter().enumerate() {
             let fact = InferenceFact::dt_shape(self.input_types[ix], shape.clone());
             model = model.with_input_fact(ix, fact).map_err(unloadable)?;
         }
         let optimized = optimize(model, self.stage).map_err(unloadable)?;
-        let fma = multiply_adds(&optimized);
+        let multiply_adds = multiply_adds(&optimized);
         let plan = optimized.into_runnable().map_err(unloadable)?;
+        release_free_memory();
         log::info!(
             "{}: optimized for {:?} in {} ms",
             self.stage,
             shapes,
             started.elapsed().as_millis()
         );
-        plans.insert(shapes.to_vec(), (plan.clone(), fma));
+        *held = Held::Planned(Specialised {
+            shapes: shapes.to_vec(),
+            plan: plan.clone(),
+            multiply_adds,
+        });
         Ok(plan)
+    }
+}
+
+/// Hand the heap's free pages back to the kernel after a large graph was
+/// dropped ([`tune_allocator`] otherwise keeps them for the next call).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heap.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
