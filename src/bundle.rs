@@ -121,6 +121,8 @@ pub struct BundleInfo {
 pub struct Bundle {
     root: PathBuf,
     info: BundleInfo,
+    /// The manifest's sha256 per relative path (empty when unverified).
+    sha256: BTreeMap<String, String>,
 }
 
 impl Bundle {
@@ -149,6 +151,7 @@ impl Bundle {
             None
         };
         let info = describe(&root, manifest.as_ref())?;
+        let sha256 = manifest.map(|m| m.sha256).unwrap_or_default();
         log::info!(
             "bundle {} ({}x{} native, {})",
             info.name,
@@ -160,7 +163,7 @@ impl Bundle {
                 "unverified"
             }
         );
-        Ok(Bundle { root, info })
+        Ok(Bundle { root, info, sha256 })
     }
 
     /// The bundle's folder.
@@ -176,6 +179,13 @@ impl Bundle {
     /// Facts the pipeline needs.
     pub fn info(&self) -> &BundleInfo {
         &self.info
+    }
+
+    /// The sha256 the manifest vouches for a file (relative path), so a file
+    /// read again after `open` (a lazily loaded network, a plan made for
+    /// new shapes) is checked again; `None` for an unverified bundle.
+    pub fn sha256(&self, rel: &str) -> Option<&str> {
+        self.sha256.get(rel).map(String::as_str)
     }
 }
 

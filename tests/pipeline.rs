@@ -707,3 +707,32 @@ fn a_model_asked_for_other_shapes_replans_and_gives_the_same_numbers() {
         "the current plan knows its cost"
     );
 }
+
+/// Weights read again after the bundle was verified (a plan for new shapes)
+/// are checked again: an image never comes from weights other than the ones
+/// its metadata names.
+#[test]
+fn a_model_file_changed_after_opening_is_refused_when_read_again() {
+    let dir = bundle_copy();
+    let bundle = Bundle::open(dir.path()).expect("tiny bundle opens");
+    let pipeline = Pipeline::load(bundle).expect("tiny bundle loads");
+    let run = |size: (u32, u32)| {
+        let request = fixture_request("euler", "a lighthouse".into(), String::new(), 1, 7.5, size);
+        pipeline.run(
+            &request,
+            &mut SeededNoise::new(1),
+            &mut NoProgress,
+            &CancelToken::new(),
+        )
+    };
+    run((64, 64)).expect("the first size runs");
+    let unet = dir.path().join("unet/model.onnx");
+    flip_byte(&unet);
+    match run((96, 64)) {
+        Err(Error::ModelUnavailable {
+            file,
+            fault: ModelFault::ChecksumMismatch { .. },
+        }) => assert_eq!(file, unet),
+        other => panic!("expected a checksum error naming the UNet, got {other:?}"),
+    }
+}

@@ -210,6 +210,8 @@ enum Held {
 pub struct Model {
     path: PathBuf,
     stage: &'static str,
+    /// What the file must hash to when it is read again (see [`Model::vouched_by`]).
+    sha256: Option<String>,
     input_types: Vec<DatumType>,
     held: Mutex<Held>,
 }
@@ -243,9 +245,18 @@ impl Model {
         Ok(Model {
             path: path.to_path_buf(),
             stage,
+            sha256: None,
             input_types,
             held: Mutex::new(Held::Parsed(proto)),
         })
+    }
+
+    /// Check the file against this sha256 whenever it is read again for new
+    /// input shapes, so images never come from weights other than the ones
+    /// the bundle was verified with (and that their metadata names).
+    pub fn vouched_by(mut self, sha256: Option<&str>) -> Self {
+        self.sha256 = sha256.map(str::to_string);
+        self
     }
 
     /// Make the plan for these input shapes now (optimizing takes seconds on
@@ -330,13 +341,9 @@ impl Model {
                 );
                 drop(old);
                 release_free_memory();
-                onnx_parser()
-                    .model_for_path(&self.path)
-                    .map_err(unloadable)?
+                self.read_again()?
             }
-            Held::Empty => onnx_parser()
-                .model_for_path(&self.path)
-                .map_err(unloadable)?,
+            Held::Empty => self.read_again()?,
         };
         let mut model = parsed;
         for (ix, shape) in shapes.iter().enumerate() {
@@ -359,6 +366,18 @@ impl Model {
             multiply_adds,
         });
         Ok(plan)
+    }
+}
+
+impl Model {
+    /// Parse the file again, checked against its sha256 first when vouched.
+    fn read_again(&self) -> Result<InferenceModel> {
+        if let Some(expected) = &self.sha256 {
+            crate::bundle::verify_file(&self.path, expected)?;
+        }
+        onnx_parser()
+            .model_for_path(&self.path)
+            .map_err(|e| Error::model(&self.path, ModelFault::Invalid(format!("{e:#}"))))
     }
 }
 

@@ -255,11 +255,12 @@ impl Pipeline {
         let (text_encoder, unet, vae_decoder) = std::thread::scope(|scope| {
             let load = |rel: &'static str, stage: &'static str| {
                 let path = bundle.file(rel);
-                scope.spawn(move || Model::load(&path, stage))
+                let sha256 = bundle.sha256(rel);
+                move || Model::load(&path, stage).map(|m| m.vouched_by(sha256))
             };
-            let text_encoder = load("text_encoder/model.onnx", "text encoder");
-            let vae_decoder = load("vae_decoder/model.onnx", "vae decoder");
-            let unet = Model::load(&bundle.file("unet/model.onnx"), "unet");
+            let text_encoder = scope.spawn(load("text_encoder/model.onnx", "text encoder"));
+            let vae_decoder = scope.spawn(load("vae_decoder/model.onnx", "vae decoder"));
+            let unet = load("unet/model.onnx", "unet")();
             let joined = |job: std::thread::ScopedJoinHandle<'_, Result<Model>>| {
                 job.join().unwrap_or_else(|_| {
                     Err(Error::Inference {
@@ -297,7 +298,12 @@ impl Pipeline {
                 ),
             ));
         }
-        let model = Model::load(&path, "vae encoder")?;
+        // Read long after the bundle was verified: check it again.
+        let sha256 = self.bundle.sha256("vae_encoder/model.onnx");
+        if let Some(expected) = sha256 {
+            crate::bundle::verify_file(&path, expected)?;
+        }
+        let model = Model::load(&path, "vae encoder")?.vouched_by(sha256);
         Ok(self.vae_encoder.get_or_init(|| model))
     }
 
