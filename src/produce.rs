@@ -169,6 +169,15 @@ impl Producer {
         cancel: &CancelToken,
         before_save: &mut dyn FnMut(&str) -> Result<()>,
     ) -> Result<Produced> {
+        // A job's activations go back to the kernel when it ends, however it
+        // ends, so an idle device does not hold them.
+        struct ReleaseAtEnd;
+        impl Drop for ReleaseAtEnd {
+            fn drop(&mut self) {
+                crate::engine::release_free_memory();
+            }
+        }
+        let _release = ReleaseAtEnd;
         let Plan {
             request,
             settings,

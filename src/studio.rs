@@ -808,7 +808,6 @@ fn worker_loop(shared: &Shared, producer: &Producer) {
                 reason: format!("internal error: {what}"),
             })
         });
-        crate::engine::release_free_memory();
         let (state, detail) = match &outcome {
             Ok((image_id, path)) => {
                 log::info!(

@@ -228,9 +228,17 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Parse an ONNX file. `stage` names the network in errors and logs.
     pub fn load(path: &Path, stage: &'static str) -> Result<Self> {
+        Self::load_checked(path, stage, None)
+    }
+
+    /// Like [`Model::load`], for a file read long after its bundle was
+    /// verified: checked against `sha256` first (when given), and again
+    /// whenever it is read for new input shapes, so images never come from
+    /// weights other than the ones their metadata names.
+    pub fn load_checked(path: &Path, stage: &'static str, sha256: Option<&str>) -> Result<Self> {
         let started = Instant::now();
         let unloadable = |e: TractError| Error::model(path, ModelFault::Invalid(format!("{e:#}")));
-        let proto = onnx_parser().model_for_path(path).map_err(unloadable)?;
+        let proto = parse(path, sha256)?;
         let inputs = proto.input_outlets().map_err(unloadable)?.len();
         let mut input_types = Vec::with_capacity(inputs);
         for ix in 0..inputs {
@@ -245,15 +253,15 @@ impl Model {
         Ok(Model {
             path: path.to_path_buf(),
             stage,
-            sha256: None,
+            sha256: sha256.map(str::to_string),
             input_types,
             held: Mutex::new(Held::Parsed(proto)),
         })
     }
 
     /// Check the file against this sha256 whenever it is read again for new
-    /// input shapes, so images never come from weights other than the ones
-    /// the bundle was verified with (and that their metadata names).
+    /// input shapes (for a file just verified, which [`Model::load_checked`]
+    /// would hash a second time).
     pub fn vouched_by(mut self, sha256: Option<&str>) -> Self {
         self.sha256 = sha256.map(str::to_string);
         self
@@ -329,7 +337,7 @@ impl Model {
             |e: TractError| Error::model(&self.path, ModelFault::Invalid(format!("{e:#}")));
         // The old plan goes first, so at most one copy of the weights is
         // live while the file is read again.
-        let parsed = match std::mem::replace(&mut *held, Held::Empty) {
+        let mut model = match std::mem::replace(&mut *held, Held::Empty) {
             Held::Parsed(parsed) => parsed,
             Held::Planned(old) => {
                 log::info!(
@@ -341,11 +349,10 @@ impl Model {
                 );
                 drop(old);
                 release_free_memory();
-                self.read_again()?
+                parse(&self.path, self.sha256.as_deref())?
             }
-            Held::Empty => self.read_again()?,
+            Held::Empty => parse(&self.path, self.sha256.as_deref())?,
         };
-        let mut model = parsed;
         for (ix, shape) in shapes.iter().enumerate() {
             let fact = InferenceFact::dt_shape(self.input_types[ix], shape.clone());
             model = model.with_input_fact(ix, fact).map_err(unloadable)?;
@@ -369,16 +376,14 @@ impl Model {
     }
 }
 
-impl Model {
-    /// Parse the file again, checked against its sha256 first when vouched.
-    fn read_again(&self) -> Result<InferenceModel> {
-        if let Some(expected) = &self.sha256 {
-            crate::bundle::verify_file(&self.path, expected)?;
-        }
-        onnx_parser()
-            .model_for_path(&self.path)
-            .map_err(|e| Error::model(&self.path, ModelFault::Invalid(format!("{e:#}"))))
+/// Parse an ONNX file, checked against `sha256` first when given.
+fn parse(path: &Path, sha256: Option<&str>) -> Result<InferenceModel> {
+    if let Some(expected) = sha256 {
+        crate::bundle::verify_file(path, expected)?;
     }
+    onnx_parser()
+        .model_for_path(path)
+        .map_err(|e| Error::model(path, ModelFault::Invalid(format!("{e:#}"))))
 }
 
 /// Hand the heap's free pages back to the kernel ([`tune_allocator`] keeps

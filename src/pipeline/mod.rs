@@ -298,12 +298,9 @@ impl Pipeline {
                 ),
             ));
         }
-        // Read long after the bundle was verified: check it again.
+        // Read long after the bundle was verified: checked again.
         let sha256 = self.bundle.sha256("vae_encoder/model.onnx");
-        if let Some(expected) = sha256 {
-            crate::bundle::verify_file(&path, expected)?;
-        }
-        let model = Model::load(&path, "vae encoder")?.vouched_by(sha256);
+        let model = Model::load_checked(&path, "vae encoder", sha256)?;
         Ok(self.vae_encoder.get_or_init(|| model))
     }
 

@@ -130,8 +130,6 @@ pub fn run(options: &Options) -> Result<()> {
     let tick = Instant::now();
     produce(&producer, &spec(0))?;
     let first = tick.elapsed();
-    // As the service does after every job (peak RSS then covers one job).
-    pocket_studio::engine::release_free_memory();
     if let Some(o) = ort.as_mut() {
         o.run()?;
     }
@@ -144,7 +142,6 @@ pub fn run(options: &Options) -> Result<()> {
         let produced = produce(&producer, &spec(run as u64 + 1))?;
         ours.push(Stages::of(&produced, tick.elapsed()));
         unet_fma = producer.pipeline.unet_multiply_adds();
-        pocket_studio::engine::release_free_memory();
         if let Some(o) = ort.as_mut() {
             theirs.push(o.run()?);
         }
