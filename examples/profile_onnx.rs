@@ -1,10 +1,13 @@
 //! Per-operator time of one ONNX graph through tract, to find the hot spots
 //! the speed work targets: `cargo run --release --example profile_onnx --
-//! MODEL.onnx 1,3,128,128 [more input shapes] [--runs N] [--threads N]`.
+//! MODEL.onnx 1,3,128,128 [more input shapes] [--runs N] [--threads N]
+//! [--nodes N]`.
 //!
 //! Models are parsed and optimized as the engine does (our operators, its
 //! tract settings). Inputs are zeros (float, or int64 for token ids); times are summed per op
-//! type over the runs after one warm-up and printed, largest first.
+//! type over the runs after one warm-up and printed, largest first; `--nodes N`
+//! also prints the N slowest nodes with their multiply-adds and GFLOP/s, to
+//! tell a slow kernel from a big one.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,6 +20,7 @@ fn main() -> TractResult<()> {
     pocket_studio::engine::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut runs = 2usize;
+    let mut nodes = 0usize;
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -25,6 +29,8 @@ fn main() -> TractResult<()> {
             tract_linalg::multithread::set_default_executor(
                 tract_linalg::multithread::Executor::multithread(n),
             );
+        } else if a == "--nodes" {
+            nodes = it.next().and_then(|s| s.parse().ok()).unwrap_or(20);
         } else if a == "--runs" {
             runs = it.next().and_then(|s| s.parse().ok()).unwrap_or(runs);
         } else {
@@ -58,6 +64,7 @@ fn main() -> TractResult<()> {
     let mut state = SimpleState::new(&plan)?;
     state.run(inputs.clone())?;
     let mut per_op: HashMap<String, (Duration, usize)> = HashMap::new();
+    let mut per_node: HashMap<usize, Duration> = HashMap::new();
     let started = Instant::now();
     for _ in 0..runs {
         state.run_plan_with_eval(inputs.clone(), |ctx, st, node, input| {
@@ -66,6 +73,7 @@ fn main() -> TractResult<()> {
             let entry = per_op.entry(node.op().name().to_string()).or_default();
             entry.0 += tick.elapsed();
             entry.1 += 1;
+            *per_node.entry(node.id).or_default() += tick.elapsed();
             out
         })?;
     }
@@ -82,6 +90,35 @@ fn main() -> TractResult<()> {
             "{op:<32} {ms:>10.2} ms {:>5.1}%  x{}",
             100.0 * ms / (total.as_secs_f64() * 1e3),
             count / runs
+        );
+    }
+    let mut slowest: Vec<_> = per_node.into_iter().collect();
+    slowest.sort_by_key(|row| std::cmp::Reverse(row.1));
+    for (id, time) in slowest.into_iter().take(nodes) {
+        let node = plan.model().node(id);
+        let ms = time.as_secs_f64() * 1e3 / runs as f64;
+        let facts: Vec<&TypedFact> = node
+            .inputs
+            .iter()
+            .map(|o| plan.model().outlet_fact(*o))
+            .collect::<TractResult<_>>()?;
+        let fmas: i64 = node
+            .op
+            .cost(&facts)?
+            .iter()
+            .filter(|(cost, _)| matches!(cost, tract_onnx::tract_core::ops::Cost::FMA(_)))
+            .filter_map(|(_, n)| n.to_i64().ok())
+            .sum();
+        println!(
+            "{ms:>9.2} ms {:>8.2} GMAC {:>6.1} GFLOP/s  {} {} {:?}",
+            fmas as f64 / 1e9,
+            2.0 * fmas as f64 / (ms * 1e6),
+            node.op().name(),
+            node.name,
+            facts
+                .iter()
+                .map(|f| format!("{:?}", f.shape))
+                .collect::<Vec<_>>()
         );
     }
     Ok(())

@@ -3,7 +3,9 @@
 //! A bundle is trusted only after every file the manifest lists matches its
 //! sha256; a folder exported by optimum (no manifest) still loads, with a
 //! warning that nothing vouches for it. This module reads and checks files; it
-//! never runs a network (that is `engine`'s job).
+//! never runs a network (that is `engine`'s job). The networks themselves are
+//! checked by the engine as it parses them (`is_network`): hashing them here
+//! first would read 2 GB twice and add the hash to every start.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,6 +29,13 @@ pub const TEXT_TO_IMAGE_FILES: &[&str] = &[
     "vae_decoder/model.onnx",
     "scheduler/scheduler_config.json",
 ];
+
+/// Whether a bundle file is a network, which [`Bundle::open`] leaves to the
+/// engine to verify while parsing (`engine::Model::load_checked`, one read of
+/// the file for both) instead of hashing it up front.
+fn is_network(rel: &str) -> bool {
+    rel.ends_with(".onnx")
+}
 
 /// `pocket-studio.toml`, as written by the scripts in `models/export/`.
 #[derive(Debug, Clone, Deserialize)]
@@ -126,7 +135,9 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Open a text-to-image bundle, verifying every checksum the manifest lists.
+    /// Open a text-to-image bundle: every file it needs must exist, and every
+    /// file the manifest lists must match its checksum, the networks when
+    /// they are parsed (a `Pipeline::load` right after) and the rest now.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         if !root.is_dir() {
@@ -207,6 +218,12 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 /// digest.
 pub fn verify_file(path: &Path, expected: &str) -> Result<String> {
     let actual = sha256_file(path)?;
+    check_digest(path, expected, actual)
+}
+
+/// Compare a digest (hex) with the one a manifest vouches for; returns it
+/// when they match, else the error that names the file and both digests.
+pub fn check_digest(path: &Path, expected: &str, actual: String) -> Result<String> {
     if !actual.eq_ignore_ascii_case(expected) {
         return Err(Error::model(
             path,
@@ -219,16 +236,26 @@ pub fn verify_file(path: &Path, expected: &str) -> Result<String> {
     Ok(actual)
 }
 
-/// Hex sha256 of a file, streamed so large UNets never sit in memory twice.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).map_err(|e| {
+/// Hex sha256 of bytes already in memory (a mapped network file).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Open a bundle file, with the error that names it: missing or unreadable.
+pub fn open_file(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| {
         let fault = if e.kind() == std::io::ErrorKind::NotFound {
             ModelFault::Missing
         } else {
             ModelFault::Unreadable(e)
         };
         Error::model(path, fault)
-    })?;
+    })
+}
+
+/// Hex sha256 of a file, streamed so large UNets never sit in memory twice.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = open_file(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -252,12 +279,13 @@ fn verify_files(root: &Path, manifest: &Manifest) -> Result<()> {
             ));
         }
     }
-    // One thread per file: hashing 2 GB of weights is a good part of the
-    // service's start, and the files are independent.
+    // Small files only (the engine hashes each network while parsing it),
+    // one thread each: they are independent.
     let results: Vec<Result<String>> = std::thread::scope(|scope| {
         let jobs: Vec<_> = manifest
             .sha256
             .iter()
+            .filter(|(rel, _)| !is_network(rel))
             .map(|(rel, expected)| scope.spawn(move || verify_file(&root.join(rel), expected)))
             .collect();
         jobs.into_iter()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use pocket_studio::pipeline::output::resample_exact;
 use pocket_studio::pipeline::upscale::Upscaler;
 use pocket_studio::store::{self, Gallery, ImageMeta, Limits};
-use pocket_studio::{CancelToken, Error, Image};
+use pocket_studio::{CancelToken, Error, Image, ModelFault};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -148,9 +148,14 @@ fn a_corrupt_upscaler_is_named() {
     let mut bytes = std::fs::read(&model).expect("read");
     bytes[1000] ^= 0xff;
     std::fs::write(&model, bytes).expect("write");
+    // The checksum is checked while the file is parsed, and wins over
+    // whatever the parser makes of the flipped byte.
     match Upscaler::open(dir.path()) {
-        Err(Error::ModelUnavailable { file, .. }) => assert_eq!(file, model),
-        other => panic!("expected ModelUnavailable naming model.onnx, got {other:?}"),
+        Err(Error::ModelUnavailable {
+            file,
+            fault: ModelFault::ChecksumMismatch { .. },
+        }) => assert_eq!(file, model),
+        other => panic!("expected a checksum error naming model.onnx, got {other:?}"),
     }
 }
 

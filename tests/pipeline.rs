@@ -344,6 +344,10 @@ fn flip_byte(path: &Path) {
     std::fs::write(path, bytes).expect("write");
 }
 
+/// Every file the manifest lists is checked before it is used: the small
+/// ones when the bundle opens, each network as it is parsed (the pipeline's
+/// three at load, the VAE encoder on the first image-to-image job), so a
+/// flipped byte anywhere is refused with an error naming that file.
 #[test]
 fn a_corrupted_byte_in_any_model_file_names_that_file() {
     let files = [
@@ -355,11 +359,39 @@ fn a_corrupted_byte_in_any_model_file_names_that_file() {
         "tokenizer/merges.txt",
         "scheduler/scheduler_config.json",
     ];
+    let img2img = Request {
+        init: Some(InitImage {
+            image: std::sync::Arc::new(Image {
+                width: 64,
+                height: 64,
+                rgb: vec![128; 64 * 64 * 3],
+            }),
+            strength: 0.5,
+        }),
+        ..fixture_request(
+            "euler",
+            "a lighthouse".into(),
+            String::new(),
+            2,
+            7.5,
+            (64, 64),
+        )
+    };
     for rel in files {
         let dir = bundle_copy();
         let file = dir.path().join(rel);
         flip_byte(&file);
-        match Bundle::open(dir.path()) {
+        let outcome = Bundle::open(dir.path())
+            .and_then(Pipeline::load)
+            .and_then(|pipeline| {
+                pipeline.run(
+                    &img2img,
+                    &mut SeededNoise::new(1),
+                    &mut NoProgress,
+                    &CancelToken::new(),
+                )
+            });
+        match outcome {
             Err(Error::ModelUnavailable {
                 file: named,
                 fault: ModelFault::ChecksumMismatch { .. },

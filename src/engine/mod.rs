@@ -144,8 +144,11 @@ fn pool() -> &'static Executor {
 /// tile 555 -> 471 ms with the threshold; the SD VAE decoder at 672x384,
 /// whose activations are 130-260 MB, 31.4 -> 24.0 s without mapping, its
 /// padding copies 4.1 -> 0.6 s). Freed memory stays with the process until
-/// [`release_free_memory`]. Call once at start, before threads.
+/// [`release_free_memory`]. Call once at start, before threads: it may
+/// start the program again (see [`HUGE_PAGES_TUNABLE`]).
 pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    restart_with_huge_pages();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocator thresholds; called at
     // start before other threads allocate.
@@ -155,6 +158,51 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_MMAP_MAX, 0);
     }
+}
+
+/// glibc's setting that has the heap ask for transparent huge pages as it
+/// grows. Parsing a network writes every weight twice into fresh memory, and
+/// each fresh 4 KiB page costs a fault; 2 MiB pages cut the start to READY
+/// about 2-4x (`pocket-studio bench --end-to-end`, warm page cache: 5.3-7.0 s
+/// -> 1.7-2.5 s with the realistic bundle); the networks' call times do not
+/// change. glibc reads it only from the environment when a program starts.
+pub const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
+
+/// Start this program again with [`HUGE_PAGES_TUNABLE`] added to
+/// `GLIBC_TUNABLES`, unless the environment already says something about it
+/// (`glibc.malloc.hugetlb=0` opts out). Same process id (`exec`), so systemd
+/// and the caller see nothing; if the program cannot be executed again it
+/// simply runs on with small pages.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn restart_with_huge_pages() {
+    use std::os::unix::process::CommandExt;
+    const VARIABLE: &str = "GLIBC_TUNABLES";
+    let current = std::env::var(VARIABLE).unwrap_or_default();
+    let Some((name, _)) = HUGE_PAGES_TUNABLE.split_once('=') else {
+        return;
+    };
+    // SAFETY: getauxval only reads the auxiliary vector. A privileged
+    // (secure-mode) program gets GLIBC_TUNABLES stripped, so starting it
+    // again would never end.
+    let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
+    if current.contains(name) || secure {
+        return;
+    }
+    let Ok(program) = std::env::current_exe() else {
+        return;
+    };
+    let tunables = if current.is_empty() {
+        HUGE_PAGES_TUNABLE.to_string()
+    } else {
+        format!("{current}:{HUGE_PAGES_TUNABLE}")
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(program);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    // Returns only on failure; the program then runs on as it is.
+    let _ = command.args(args).env(VARIABLE, tunables).exec();
 }
 
 /// Run `work` with every network call inside it on the calling thread only:
@@ -210,7 +258,7 @@ enum Held {
 pub struct Model {
     path: PathBuf,
     stage: &'static str,
-    /// What the file must hash to when it is read again (see [`Model::vouched_by`]).
+    /// What the file must hash to whenever it is read (see [`Model::load_checked`]).
     sha256: Option<String>,
     input_types: Vec<DatumType>,
     held: Mutex<Held>,
@@ -226,15 +274,16 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Parse an ONNX file. `stage` names the network in errors and logs.
+    /// Parse an ONNX file nothing vouches for. `stage` names the network in
+    /// errors and logs.
     pub fn load(path: &Path, stage: &'static str) -> Result<Self> {
         Self::load_checked(path, stage, None)
     }
 
-    /// Like [`Model::load`], for a file read long after its bundle was
-    /// verified: checked against `sha256` first (when given), and again
-    /// whenever it is read for new input shapes, so images never come from
-    /// weights other than the ones their metadata names.
+    /// Parse an ONNX file that must hash to `sha256` (when given; hashed
+    /// while parsing), and again whenever it is read for new input shapes,
+    /// so images never come from weights other than the ones their metadata
+    /// names.
     pub fn load_checked(path: &Path, stage: &'static str, sha256: Option<&str>) -> Result<Self> {
         let started = Instant::now();
         let unloadable = |e: TractError| Error::model(path, ModelFault::Invalid(format!("{e:#}")));
@@ -257,14 +306,6 @@ impl Model {
             input_types,
             held: Mutex::new(Held::Parsed(proto)),
         })
-    }
-
-    /// Check the file against this sha256 whenever it is read again for new
-    /// input shapes (for a file just verified, which [`Model::load_checked`]
-    /// would hash a second time).
-    pub fn vouched_by(mut self, sha256: Option<&str>) -> Self {
-        self.sha256 = sha256.map(str::to_string);
-        self
     }
 
     /// Make the plan for these input shapes now (optimizing takes seconds on
@@ -376,14 +417,40 @@ impl Model {
     }
 }
 
-/// Parse an ONNX file, checked against `sha256` first when given.
+/// Parse an ONNX file; with `sha256`, the bytes parsed are the bytes hashed.
+/// The file is mapped once and hashed on a second thread while the protobuf
+/// is decoded (the decode is single-threaded, so the hash costs no time a
+/// start waits for, and a cold boot reads the disk once); the graph is built
+/// only from a file that matched.
 fn parse(path: &Path, sha256: Option<&str>) -> Result<InferenceModel> {
-    if let Some(expected) = sha256 {
-        crate::bundle::verify_file(path, expected)?;
+    let invalid =
+        |e: &dyn std::fmt::Display| Error::model(path, ModelFault::Invalid(e.to_string()));
+    let file = crate::bundle::open_file(path)?;
+    // SAFETY: the map is only read, and dropped before this returns. A file
+    // rewritten while mapped can change under the decode; the hash of the
+    // same pages then fails to match (tract maps the file the same way).
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| Error::model(path, ModelFault::Unreadable(e)))?;
+    let (digest, proto) = std::thread::scope(|scope| {
+        let hashing = sha256.map(|_| scope.spawn(|| crate::bundle::sha256_hex(&map)));
+        let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(&map[..]);
+        (hashing.map(|h| h.join()), proto)
+    });
+    if let (Some(expected), Some(digest)) = (sha256, digest) {
+        let digest = digest.map_err(|_| invalid(&"checksum thread panicked"))?;
+        crate::bundle::check_digest(path, expected, digest)?;
     }
-    onnx_parser()
-        .model_for_path(path)
-        .map_err(|e| Error::model(path, ModelFault::Invalid(format!("{e:#}"))))
+    let proto = proto.map_err(|e| invalid(&e))?;
+    let parsed = onnx_parser()
+        .parse(&proto, path.parent().and_then(Path::to_str))
+        .map_err(|e| invalid(&format_args!("{e:#}")))?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(invalid(&format_args!(
+            "inputs not found in the graph: {:?}",
+            parsed.unresolved_inputs
+        )));
+    }
+    Ok(parsed.model)
 }
 
 /// Hand the heap's free pages back to the kernel ([`tune_allocator`] keeps

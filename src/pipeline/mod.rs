@@ -246,7 +246,8 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// Load every network of a verified bundle (once; keep the pipeline).
+    /// Load every network of a bundle (once; keep the pipeline), each checked
+    /// against the bundle's manifest as it is parsed.
     pub fn load(bundle: Bundle) -> Result<Self> {
         let tokenizer = ClipTokenizer::load(&bundle.file("tokenizer"))?;
         let scheduler_config: SchedulerConfig =
@@ -256,7 +257,7 @@ impl Pipeline {
             let load = |rel: &'static str, stage: &'static str| {
                 let path = bundle.file(rel);
                 let sha256 = bundle.sha256(rel);
-                move || Model::load(&path, stage).map(|m| m.vouched_by(sha256))
+                move || Model::load_checked(&path, stage, sha256)
             };
             let text_encoder = scope.spawn(load("text_encoder/model.onnx", "text encoder"));
             let vae_decoder = scope.spawn(load("vae_decoder/model.onnx", "vae decoder"));
@@ -298,7 +299,7 @@ impl Pipeline {
                 ),
             ));
         }
-        // Read long after the bundle was verified: checked again.
+        // Read long after the bundle was opened: checked as it is parsed.
         let sha256 = self.bundle.sha256("vae_encoder/model.onnx");
         let model = Model::load_checked(&path, "vae encoder", sha256)?;
         Ok(self.vae_encoder.get_or_init(|| model))

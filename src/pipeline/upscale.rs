@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Deserialize;
 
 use super::{CancelToken, Image};
-use crate::bundle::{read_toml, verify_file};
+use crate::bundle::read_toml;
 use crate::engine::{Model, Tensor};
 use crate::error::{Error, ModelFault, Result};
 
@@ -87,14 +87,14 @@ impl Upscaler {
                 ModelFault::Invalid("not listed in pocket-studio.toml".into()),
             )
         })?;
-        let actual = verify_file(&model_path, expected)?;
-        let model = Model::load(&model_path, "upscaler")?;
+        let model = Model::load_checked(&model_path, "upscaler", Some(expected))?;
+        let model_sha256 = expected.to_ascii_lowercase();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Upscaler {
             tile: manifest.tile,
             overlap: DEFAULT_OVERLAP,
             manifest,
-            model_sha256: actual,
+            model_sha256,
             model,
             workers,
         })
