@@ -426,9 +426,10 @@ fn parse(path: &Path, sha256: Option<&str>) -> Result<InferenceModel> {
     let invalid =
         |e: &dyn std::fmt::Display| Error::model(path, ModelFault::Invalid(e.to_string()));
     let file = crate::bundle::open_file(path)?;
-    // SAFETY: the map is only read, and dropped before this returns. A file
-    // rewritten while mapped can change under the decode; the hash of the
-    // same pages then fails to match (tract maps the file the same way).
+    // SAFETY: the map is only read, and dropped before this returns. As with
+    // tract's own loader (it maps the file the same way), a file rewritten
+    // in place while mapped could show the hash and the decode different
+    // bytes, and one truncated would fault; bundles are replaced, not edited.
     let map = unsafe { memmap2::Mmap::map(&file) }
         .map_err(|e| Error::model(path, ModelFault::Unreadable(e)))?;
     let (digest, proto) = std::thread::scope(|scope| {
