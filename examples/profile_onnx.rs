@@ -97,28 +97,23 @@ fn main() -> TractResult<()> {
     for (id, time) in slowest.into_iter().take(nodes) {
         let node = plan.model().node(id);
         let ms = time.as_secs_f64() * 1e3 / runs as f64;
-        let facts: Vec<&TypedFact> = node
+        let fmas = pocket_studio::engine::node_multiply_adds(plan.model(), node).unwrap_or(0);
+        let shapes: Vec<String> = node
             .inputs
             .iter()
-            .map(|o| plan.model().outlet_fact(*o))
+            .map(|o| {
+                plan.model()
+                    .outlet_fact(*o)
+                    .map(|f| format!("{:?}", f.shape))
+            })
             .collect::<TractResult<_>>()?;
-        let fmas: i64 = node
-            .op
-            .cost(&facts)?
-            .iter()
-            .filter(|(cost, _)| matches!(cost, tract_onnx::tract_core::ops::Cost::FMA(_)))
-            .filter_map(|(_, n)| n.to_i64().ok())
-            .sum();
         println!(
             "{ms:>9.2} ms {:>8.2} GMAC {:>6.1} GFLOP/s  {} {} {:?}",
             fmas as f64 / 1e9,
             2.0 * fmas as f64 / (ms * 1e6),
             node.op().name(),
             node.name,
-            facts
-                .iter()
-                .map(|f| format!("{:?}", f.shape))
-                .collect::<Vec<_>>()
+            shapes
         );
     }
     Ok(())

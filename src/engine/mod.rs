@@ -167,6 +167,8 @@ pub fn tune_allocator() {
 /// -> 1.7-2.5 s with the realistic bundle); the networks' call times do not
 /// change. glibc reads it only from the environment when a program starts.
 pub const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
+/// The name part of [`HUGE_PAGES_TUNABLE`]: any setting of it is respected.
+const HUGE_PAGES_TUNABLE_NAME: &str = "glibc.malloc.hugetlb";
 
 /// Start this program again with [`HUGE_PAGES_TUNABLE`] added to
 /// `GLIBC_TUNABLES`, unless the environment already says something about it
@@ -178,14 +180,11 @@ fn restart_with_huge_pages() {
     use std::os::unix::process::CommandExt;
     const VARIABLE: &str = "GLIBC_TUNABLES";
     let current = std::env::var(VARIABLE).unwrap_or_default();
-    let Some((name, _)) = HUGE_PAGES_TUNABLE.split_once('=') else {
-        return;
-    };
     // SAFETY: getauxval only reads the auxiliary vector. A privileged
     // (secure-mode) program gets GLIBC_TUNABLES stripped, so starting it
     // again would never end.
     let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
-    if current.contains(name) || secure {
+    if current.contains(HUGE_PAGES_TUNABLE_NAME) || secure {
         return;
     }
     let Ok(program) = std::env::current_exe() else {
@@ -482,18 +481,26 @@ pub fn optimize(model: InferenceModel, stage: &str) -> TractResult<TypedModel> {
 
 /// Sum of the FMA costs tract reports for every node of a concrete plan.
 fn multiply_adds(model: &TypedModel) -> Option<u64> {
+    model
+        .nodes
+        .iter()
+        .map(|node| node_multiply_adds(model, node))
+        .sum()
+}
+
+/// The FMA cost tract reports for one node of a concrete plan; `None` when a
+/// cost is not a plain number. Public for `profile_onnx --nodes`.
+pub fn node_multiply_adds(model: &TypedModel, node: &TypedNode) -> Option<u64> {
+    let inputs: Vec<&TypedFact> = node
+        .inputs
+        .iter()
+        .map(|o| model.outlet_fact(*o))
+        .collect::<TractResult<_>>()
+        .ok()?;
     let mut total = 0u64;
-    for node in &model.nodes {
-        let inputs: Vec<&TypedFact> = node
-            .inputs
-            .iter()
-            .map(|o| model.outlet_fact(*o))
-            .collect::<TractResult<_>>()
-            .ok()?;
-        for (cost, count) in node.op.cost(&inputs).ok()? {
-            if matches!(cost, Cost::FMA(_)) {
-                total += u64::try_from(count.to_i64().ok()?).ok()?;
-            }
+    for (cost, count) in node.op.cost(&inputs).ok()? {
+        if matches!(cost, Cost::FMA(_)) {
+            total += u64::try_from(count.to_i64().ok()?).ok()?;
         }
     }
     Some(total)
