@@ -23,6 +23,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use crate::error::{Error, ModelFault, Result};
 
 mod attention;
+mod conv_split;
 mod prelu;
 
 /// tract's ONNX front end with our faster operators registered (public for
@@ -465,15 +466,30 @@ pub fn release_free_memory() {
 }
 
 /// Turn a parsed graph with concrete input shapes into the plan tract runs:
-/// typed and decluttered, attention chunked (`attention.rs`), optimized
+/// typed and decluttered, attention chunked (`attention.rs`), deep
+/// convolutions split by input channel (`conv_split.rs`), optimized
 /// under [`KNOBS`]. Public for `examples/profile_onnx.rs`.
 pub fn optimize(model: InferenceModel, stage: &str) -> TractResult<TypedModel> {
+    optimize_splitting_at(model, stage, conv_split::MAX_DEPTH)
+}
+
+/// [`optimize`] with convolutions split above `split_depth` (tests split
+/// the tiny bundle's shallow ones).
+fn optimize_splitting_at(
+    model: InferenceModel,
+    stage: &str,
+    split_depth: usize,
+) -> TractResult<TypedModel> {
     KnobScope::new(KNOBS)?.enter(|| {
         let mut typed = model.into_typed()?;
         typed.declutter()?;
         let chunked = attention::chunk_attention(&mut typed, attention::CHUNK_BYTES)?;
         if chunked > 0 {
             log::info!("{stage}: {chunked} attentions run in query chunks");
+        }
+        let split = conv_split::split_deep_convolutions(&mut typed, split_depth)?;
+        if split > 0 {
+            log::info!("{stage}: {split} deep convolutions split by input channel");
         }
         typed.into_optimized()
     })

@@ -1,0 +1,252 @@
+//! Deep convolutions split by input channel so each part fits the cache.
+//!
+//! tract runs a convolution as one matrix product whose inner dimension K is
+//! input channels x kernel area, and it blocks that product over rows and
+//! columns but never over K. The UNet's low-resolution convolutions have
+//! K = 11,520-23,040 (1,280-2,560 channels, 3x3): one packed panel pair is
+//! then megabytes, far over L2, and those products ran at 83-123 GFLOP/s
+//! where shallower ones reach 150; the VAE's 512-channel ones (K = 4,608)
+//! at about 100. Splitting the input channels into groups gives
+//! convolutions of smaller K whose outputs are summed: the whole product
+//! with its additions in another order. The parts and their sum cost one
+//! extra pass over the output, far less than the slow product did, and the
+//! peak memory of a 4K job did not grow (`pocket-studio bench`).
+
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::array::Slice;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::math::add;
+
+/// The deepest product (input channels x kernel area) left whole: 128
+/// channels of 3x3, a packed panel pair of about 100 KB. Chosen by
+/// `profile_onnx` on the realistic bundle, pairs of runs alternating (ms per
+/// call, UNet batch 2 at 48x84 / VAE decoder 48x84 -> 384x672): unsplit
+/// 10,579 and 11,347 / 21,510 and 23,343; depth 5,760: 9,188 and 10,533;
+/// 2,304: 10,034 and 10,360 / 20,372-23,001; 1,152: 9,412-10,644 / 22,140 and
+/// 22,174; 576: 10,783 and 12,157 / 29,069.
+pub const MAX_DEPTH: usize = 1152;
+
+/// One convolution to split.
+struct Site {
+    conv: usize,
+    groups: usize,
+}
+
+/// Rewrite every float convolution deeper than `max_depth` into input-channel
+/// groups of at most that depth, summed; returns how many were split.
+pub fn split_deep_convolutions(model: &mut TypedModel, max_depth: usize) -> TractResult<usize> {
+    let sites: Vec<Site> = model
+        .nodes
+        .iter()
+        .filter_map(|n| find(model, n.id, max_depth).ok().flatten())
+        .collect();
+    for site in &sites {
+        rewrite(model, site)?;
+    }
+    Ok(sites.len())
+}
+
+fn find(model: &TypedModel, node: usize, max_depth: usize) -> TractResult<Option<Site>> {
+    let node = &model.nodes[node];
+    let Some(op) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    if op.q_params.is_some()
+        || op.group != 1
+        || op.kernel_fmt != KernelFormat::OIHW
+        || node.inputs.len() != 3
+    {
+        return Ok(None);
+    }
+    let kernel = model.outlet_fact(node.inputs[1])?;
+    if kernel.konst.is_none() || kernel.datum_type != f32::datum_type() {
+        return Ok(None);
+    }
+    let area: usize = op.pool_spec.kernel_shape.iter().product();
+    let channels = op.input_channels();
+    if channels * area <= max_depth {
+        return Ok(None);
+    }
+    // The fewest groups that divide the channels evenly and are shallow enough.
+    let groups = (2..=channels).find(|g| channels % g == 0 && channels / g * area <= max_depth);
+    Ok(groups.map(|groups| Site {
+        conv: node.id,
+        groups,
+    }))
+}
+
+fn rewrite(model: &mut TypedModel, site: &Site) -> TractResult<()> {
+    let node = &model.nodes[site.conv];
+    let op = node.op_as::<Conv>().context("a convolution")?;
+    let name = &node.name;
+    let input_fact = model.outlet_fact(node.inputs[0])?;
+    let channel_axis = op
+        .pool_spec
+        .data_format
+        .shape(input_fact.shape.to_tvec())?
+        .c_axis();
+    let kernel = model
+        .outlet_fact(node.inputs[1])?
+        .konst
+        .clone()
+        .context("a constant kernel")?;
+    let width = op.input_channels() / site.groups;
+    let mut part_op = op.clone();
+    part_op.pool_spec.input_channels = width;
+
+    let mut patch = TypedModelPatch::new(format!("split convolution {name}"));
+    let x = patch.tap_model(model, node.inputs[0])?;
+    let bias = patch.tap_model(model, node.inputs[2])?;
+    let no_bias = patch.add_const(format!("{name}.no_bias"), tensor0(0f32))?;
+    let mut sum: Option<OutletId> = None;
+    for group in 0..site.groups {
+        let (start, end) = (group * width, (group + 1) * width);
+        let tag = format!("{name}.in{start}");
+        let xs = patch.wire_node(
+            format!("{tag}.x"),
+            Slice::new(channel_axis, start, end),
+            &[x],
+        )?[0];
+        // OIHW: the kernel's input channels are its axis 1.
+        let ks = patch.add_const(format!("{tag}.kernel"), kernel.slice(1, start, end)?)?;
+        let b = if group == 0 { bias } else { no_bias };
+        let part = patch.wire_node(&tag, part_op.clone(), &[xs, ks, b])?[0];
+        sum = Some(match sum {
+            None => part,
+            Some(s) => patch.wire_node(format!("{tag}.sum"), add(), &[s, part])?[0],
+        });
+    }
+    let sum = sum.context("at least one group")?;
+    patch.shunt_outside(model, OutletId::new(site.conv, 0), sum)?;
+    patch.apply(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::prelude::InferenceFact;
+    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+    use tract_onnx::tract_hir::infer::Factoid;
+
+    /// A 3x3 convolution, 8 -> 3 channels over 5x6, padded, with a bias.
+    fn conv_model() -> TypedModel {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 8, 5, 6])).unwrap();
+        let values = |n: usize, seed: f32| -> Vec<f32> {
+            (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
+        };
+        let kernel = tensor1(&values(3 * 8 * 9, 1.0))
+            .into_shape(&[3, 8, 3, 3])
+            .unwrap();
+        let kernel = model.add_const("kernel", kernel).unwrap();
+        let bias = model
+            .add_const("bias", tensor1(&[0.5f32, -1.0, 2.0]))
+            .unwrap();
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec!(3, 3),
+                padding: PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
+                dilations: None,
+                strides: None,
+                input_channels: 8,
+                output_channels: 3,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let out = model.wire_node("conv", conv, &[x, kernel, bias]).unwrap();
+        model.select_output_outlets(&out).unwrap();
+        model
+    }
+
+    fn run(model: TypedModel) -> Vec<f32> {
+        let input: Vec<f32> = (0..8 * 5 * 6).map(|i| (i as f32 * 0.11).cos()).collect();
+        let input = tensor1(&input).into_shape(&[1, 8, 5, 6]).unwrap();
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let out = plan.run(tvec!(input.into_tvalue())).unwrap();
+        crate::engine::Tensor::from_tract(&out[0])
+            .unwrap()
+            .into_f32()
+    }
+
+    #[test]
+    fn split_convolution_gives_the_same_pixels() {
+        let whole = run(conv_model());
+        let mut split = conv_model();
+        // Depth 8 x 9 = 72 against at most 18: four groups of two channels.
+        assert_eq!(split_deep_convolutions(&mut split, 18).unwrap(), 1);
+        let parts = split.nodes.iter().filter(|n| n.op_is::<Conv>()).count();
+        assert_eq!(parts, 4);
+        let split = run(split);
+        assert_eq!(whole.len(), 3 * 5 * 6);
+        assert_eq!(whole.len(), split.len());
+        for (a, b) in whole.iter().zip(&split) {
+            assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+        }
+    }
+
+    /// A network of the committed tiny bundle, planned for `shapes` with
+    /// convolutions split above `depth`, run on fixed inputs; with how many
+    /// nodes of the plan come from a first group.
+    fn run_network(network: &str, shapes: &[&[usize]], depth: usize) -> (Vec<f32>, usize) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/tiny-sd")
+            .join(network)
+            .join("model.onnx");
+        let mut model = crate::engine::parse(&path, None).unwrap();
+        let mut inputs = TVec::new();
+        for (ix, shape) in shapes.iter().enumerate() {
+            let dt = model.input_fact(ix).unwrap().datum_type.concretize();
+            let dt = dt.unwrap_or(f32::datum_type());
+            let len: usize = shape.iter().product();
+            let values: Vec<f32> = (0..len).map(|i| (i as f32 * 0.23).sin()).collect();
+            let tensor = tensor1(&values).into_shape(shape).unwrap();
+            inputs.push(tensor.cast_to_dt(dt).unwrap().into_owned().into_tvalue());
+            let fact = InferenceFact::dt_shape(dt, shape.to_vec());
+            model = model.with_input_fact(ix, fact).unwrap();
+        }
+        let optimized = crate::engine::optimize_splitting_at(model, network, depth).unwrap();
+        let first_groups = optimized
+            .nodes
+            .iter()
+            .filter(|n| n.name.contains(".in0"))
+            .count();
+        let out = optimized.into_runnable().unwrap().run(inputs).unwrap();
+        let values = crate::engine::Tensor::from_tract(&out[0])
+            .unwrap()
+            .into_f32();
+        (values, first_groups)
+    }
+
+    /// The rewrite on real diffusers graphs: with every convolution deeper
+    /// than 32 channels of 3x3 split, the tiny UNet and VAE decoder give the
+    /// outputs they give whole.
+    #[test]
+    fn split_tiny_networks_match_whole() {
+        let cases: [(&str, &[&[usize]]); 2] = [
+            ("unet", &[&[2, 4, 8, 8], &[1], &[2, 77, 32]]),
+            ("vae_decoder", &[&[1, 4, 8, 8]]),
+        ];
+        for (network, shapes) in cases {
+            let (whole, none) = run_network(network, shapes, usize::MAX);
+            let (split, parts) = run_network(network, shapes, 32 * 9);
+            assert_eq!(none, 0, "{network}");
+            assert!(parts > 0, "{network}: nothing was split");
+            assert_eq!(whole.len(), split.len(), "{network}");
+            let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0, "{network} gives all zeros");
+            for (a, b) in whole.iter().zip(&split) {
+                assert!((a - b).abs() <= 1e-5 * scale, "{network}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn shallow_convolution_is_left_alone() {
+        let mut model = conv_model();
+        assert_eq!(split_deep_convolutions(&mut model, MAX_DEPTH).unwrap(), 0);
+    }
+}
