@@ -58,8 +58,13 @@ fn find(model: &TypedModel, node: usize, max_depth: usize) -> TractResult<Option
     {
         return Ok(None);
     }
+    // f32 only: the other groups' zero bias is an f32 scalar.
     let kernel = model.outlet_fact(node.inputs[1])?;
-    if kernel.konst.is_none() || kernel.datum_type != f32::datum_type() {
+    let input = model.outlet_fact(node.inputs[0])?;
+    if kernel.konst.is_none()
+        || kernel.datum_type != f32::datum_type()
+        || input.datum_type != f32::datum_type()
+    {
         return Ok(None);
     }
     let area: usize = op.pool_spec.kernel_shape.iter().product();
