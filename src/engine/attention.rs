@@ -33,15 +33,7 @@ struct Site {
 /// Rewrite every `EinSum -> Softmax -> EinSum` attention whose per-head
 /// scores exceed `chunk_bytes` into query chunks; returns how many.
 pub fn chunk_attention(model: &mut TypedModel, chunk_bytes: usize) -> TractResult<usize> {
-    let sites: Vec<Site> = model
-        .nodes
-        .iter()
-        .filter_map(|n| find(model, n.id, chunk_bytes).ok().flatten())
-        .collect();
-    for site in &sites {
-        rewrite(model, site)?;
-    }
-    Ok(sites.len())
+    super::rewrite_each(model, |m, id| find(m, id, chunk_bytes), rewrite)
 }
 
 fn find(model: &TypedModel, softmax: usize, chunk_bytes: usize) -> TractResult<Option<Site>> {

@@ -35,15 +35,7 @@ struct Site {
 /// Rewrite every float convolution deeper than `max_depth` into input-channel
 /// groups of at most that depth, summed; returns how many were split.
 pub fn split_deep_convolutions(model: &mut TypedModel, max_depth: usize) -> TractResult<usize> {
-    let sites: Vec<Site> = model
-        .nodes
-        .iter()
-        .filter_map(|n| find(model, n.id, max_depth).ok().flatten())
-        .collect();
-    for site in &sites {
-        rewrite(model, site)?;
-    }
-    Ok(sites.len())
+    super::rewrite_each(model, |m, id| find(m, id, max_depth), rewrite)
 }
 
 fn find(model: &TypedModel, node: usize, max_depth: usize) -> TractResult<Option<Site>> {

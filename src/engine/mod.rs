@@ -495,6 +495,24 @@ fn optimize_splitting_at(
     })
 }
 
+/// Find every site of a graph rewrite first, then rewrite each; returns how
+/// many. Both steps of our rewrites (`attention.rs`, `conv_split.rs`) rely
+/// on a patch appending nodes without renumbering the old ones, so sites
+/// found before any patch stay valid. A node `find` cannot read is no site.
+fn rewrite_each<S>(
+    model: &mut TypedModel,
+    find: impl Fn(&TypedModel, usize) -> TractResult<Option<S>>,
+    rewrite: impl Fn(&mut TypedModel, &S) -> TractResult<()>,
+) -> TractResult<usize> {
+    let sites: Vec<S> = (0..model.nodes.len())
+        .filter_map(|id| find(model, id).ok().flatten())
+        .collect();
+    for site in &sites {
+        rewrite(model, site)?;
+    }
+    Ok(sites.len())
+}
+
 /// Sum of the FMA costs tract reports for every node of a concrete plan.
 fn multiply_adds(model: &TypedModel) -> Option<u64> {
     model
