@@ -7,7 +7,9 @@
 //! tract settings). Inputs are zeros (float, or int64 for token ids); times are summed per op
 //! type over the runs after one warm-up and printed, largest first; `--nodes N`
 //! also prints the N slowest nodes with their multiply-adds and GFLOP/s, to
-//! tell a slow kernel from a big one.
+//! tell a slow kernel from a big one; `--memory N` prints the N nodes after
+//! which most memory was in use (allocated and not freed, and the resident
+//! set), to find what makes a network's peak memory, and the page faults.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,11 +18,16 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{SimpleState, eval};
 use tract_onnx::tract_hir::infer::Factoid;
 
+/// Large activations in mappings of their own, recycled (see `LargeBlocks`).
+#[global_allocator]
+static ALLOCATOR: pocket_studio::engine::LargeBlocks = pocket_studio::engine::LargeBlocks;
+
 fn main() -> TractResult<()> {
     pocket_studio::engine::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut runs = 2usize;
     let mut nodes = 0usize;
+    let mut memory = 0usize;
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -31,6 +38,8 @@ fn main() -> TractResult<()> {
             );
         } else if a == "--nodes" {
             nodes = it.next().and_then(|s| s.parse().ok()).unwrap_or(20);
+        } else if a == "--memory" {
+            memory = it.next().and_then(|s| s.parse().ok()).unwrap_or(20);
         } else if a == "--runs" {
             runs = it.next().and_then(|s| s.parse().ok()).unwrap_or(runs);
         } else {
@@ -65,6 +74,9 @@ fn main() -> TractResult<()> {
     state.run(inputs.clone())?;
     let mut per_op: HashMap<String, (Duration, usize)> = HashMap::new();
     let mut per_node: HashMap<usize, Duration> = HashMap::new();
+    let mut heap_after: HashMap<usize, (u64, u64)> = HashMap::new();
+    let heap_before = heap_in_use();
+    let faults_before = minor_faults();
     let started = Instant::now();
     for _ in 0..runs {
         state.run_plan_with_eval(inputs.clone(), |ctx, st, node, input| {
@@ -74,10 +86,15 @@ fn main() -> TractResult<()> {
             entry.0 += tick.elapsed();
             entry.1 += 1;
             *per_node.entry(node.id).or_default() += tick.elapsed();
+            if memory > 0 {
+                let held = heap_after.entry(node.id).or_default();
+                *held = (held.0.max(heap_in_use()), held.1.max(resident()));
+            }
             out
         })?;
     }
     let total = started.elapsed() / runs as u32;
+    let faults = minor_faults() - faults_before;
     let mut rows: Vec<_> = per_op.into_iter().collect();
     rows.sort_by_key(|row| std::cmp::Reverse(row.1.0));
     println!(
@@ -116,5 +133,54 @@ fn main() -> TractResult<()> {
             shapes
         );
     }
+    if memory > 0 {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        println!(
+            "in use before the runs (weights, plan, inputs): {:.0} MiB; {faults} page faults in the runs",
+            mib(heap_before)
+        );
+        let mut fullest: Vec<_> = heap_after.into_iter().collect();
+        fullest.sort_by_key(|row| std::cmp::Reverse(row.1.0));
+        for (id, (heap, rss)) in fullest.into_iter().take(memory) {
+            let node = plan.model().node(id);
+            println!(
+                "{:>8.0} MiB in use above that, {:>8.0} MiB resident after {} {} -> {:?}",
+                mib(heap.saturating_sub(heap_before)),
+                mib(rss),
+                node.op().name(),
+                node.name,
+                node.outputs.first().map(|o| &o.fact.shape)
+            );
+        }
+    }
     Ok(())
+}
+
+/// Bytes handed out and not had back: glibc's, over all arenas, and the
+/// large blocks' (`LargeBlocks`).
+fn heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks + info.hblkhd + pocket_studio::engine::large_blocks_in_use()) as u64
+}
+
+/// Page faults this process has taken (no disk involved).
+fn minor_faults() -> i64 {
+    // SAFETY: getrusage only fills the struct given.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage.ru_minflt
+    }
+}
+
+/// This process's resident set in bytes (`/proc/self/statm`, second field).
+fn resident() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        // SAFETY: sysconf only reads a constant of the process.
+        .map_or(0, |pages| {
+            pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+        })
 }

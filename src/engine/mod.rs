@@ -24,7 +24,10 @@ use crate::error::{Error, ModelFault, Result};
 
 mod attention;
 mod conv_split;
+mod large_blocks;
 mod prelu;
+
+pub use large_blocks::{LargeBlocks, large_blocks_in_use};
 
 /// tract's ONNX front end with our faster operators registered (public for
 /// `examples/profile_onnx.rs`).
@@ -145,8 +148,10 @@ fn pool() -> &'static Executor {
 /// tile 555 -> 471 ms with the threshold; the SD VAE decoder at 672x384,
 /// whose activations are 130-260 MB, 31.4 -> 24.0 s without mapping, its
 /// padding copies 4.1 -> 0.6 s). Freed memory stays with the process until
-/// [`release_free_memory`]. Call once at start, before threads: it may
-/// start the program again (see [`HUGE_PAGES_TUNABLE`]).
+/// [`release_free_memory`]. Programs that install [`LargeBlocks`] as their
+/// global allocator send blocks of 16 MiB and up there instead, which keeps
+/// them without the heap's fragmentation. Call once at start, before
+/// threads: it may start the program again (see [`HUGE_PAGES_TUNABLE`]).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     restart_with_huge_pages();
@@ -463,6 +468,7 @@ pub fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+    large_blocks::release_kept();
 }
 
 /// Turn a parsed graph with concrete input shapes into the plan tract runs:

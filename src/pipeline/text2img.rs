@@ -139,6 +139,10 @@ impl Pipeline {
 
         progress.stage(Stage::Decoding);
         let tick = Instant::now();
+        // What the denoising loop freed (its mid-sized activations in the
+        // heap, its large ones kept) cannot all serve the decoder's larger
+        // activations; handing it back first lowers the job's peak.
+        crate::engine::release_free_memory();
         let scaled: Vec<f32> = latents.iter().map(|&x| x / info.latent_scaling).collect();
         let decoded = self
             .vae_decoder

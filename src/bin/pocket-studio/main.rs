@@ -196,6 +196,10 @@ struct BenchArgs {
     service: Option<usize>,
 }
 
+/// Large activations in mappings of their own, recycled (see `LargeBlocks`).
+#[global_allocator]
+static ALLOCATOR: pocket_studio::engine::LargeBlocks = pocket_studio::engine::LargeBlocks;
+
 fn main() -> ExitCode {
     pocket_studio::engine::tune_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
