@@ -327,7 +327,14 @@ mod mapped {
     /// and whether all of it is fresh (zeroed by the kernel).
     pub fn obtain(size: usize) -> (*mut u8, bool) {
         let length = whole_pages(size);
-        super::IN_USE.fetch_add(length, Ordering::Relaxed);
+        let (block, fresh) = take_or_map(length);
+        if !block.is_null() {
+            super::IN_USE.fetch_add(length, Ordering::Relaxed);
+        }
+        (block, fresh)
+    }
+
+    fn take_or_map(length: usize) -> (*mut u8, bool) {
         let mut state = state();
         if let Some(address) = state.take_whole(length) {
             return (address as *mut u8, false);
@@ -405,7 +412,9 @@ mod tests {
             let first = allocator.alloc(layout(64));
             assert!(!first.is_null());
             first.write_bytes(0xAB, 64 * MIB);
+            assert_eq!(large_blocks_in_use(), 64 * MIB);
             allocator.dealloc(first, layout(64));
+            assert_eq!(large_blocks_in_use(), 0);
             assert_eq!(kept_bytes(), 64 * MIB, "a freed large block is kept");
 
             // A smaller request takes the head of the kept piece; asked

@@ -459,9 +459,12 @@ fn parse(path: &Path, sha256: Option<&str>) -> Result<InferenceModel> {
     Ok(parsed.model)
 }
 
-/// Hand the heap's free pages back to the kernel ([`tune_allocator`] keeps
-/// them for the next call): after a plan is made (the parsed graph is gone)
-/// and after a job, so an idle device does not hold a job's activations.
+/// Hand the heap's free pages and the kept large blocks back to the kernel
+/// ([`tune_allocator`] and [`LargeBlocks`] keep them for the next call):
+/// after a plan is made (the parsed graph is gone), between the denoising
+/// loop and the VAE decode (the loop's leftovers do not fit the decoder's
+/// activations), and after a job, so an idle device does not hold a job's
+/// activations.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages of glibc's heap.
