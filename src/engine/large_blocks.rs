@@ -146,19 +146,29 @@ mod mapped {
         length: 0,
     };
 
-    /// A live block built from several pieces, so freeing it can keep each.
+    /// A live block built from several pieces, so freeing it can keep each;
+    /// it starts where its first piece does. No pieces: a free slot.
     #[derive(Clone, Copy)]
     struct Built {
-        address: usize,
         count: usize,
         pieces: [Piece; PIECES],
     }
 
     const NO_BLOCK: Built = Built {
-        address: 0,
         count: 0,
         pieces: [NO_PIECE; PIECES],
     };
+
+    impl Built {
+        fn add(&mut self, piece: Piece) {
+            self.pieces[self.count] = piece;
+            self.count += 1;
+        }
+
+        fn starts_at(&self, address: usize) -> bool {
+            self.count > 0 && self.pieces[0].address == address
+        }
+    }
 
     struct State {
         kept: [Piece; KEPT_SLOTS],
@@ -213,16 +223,10 @@ mod mapped {
             }
         }
 
-        /// The head of the smallest kept piece of at least `length` bytes.
-        fn take_whole(&mut self, length: usize) -> Option<usize> {
-            let (ix, piece) = self
-                .kept()
-                .iter()
-                .copied()
-                .enumerate()
-                .filter(|(_, p)| p.length >= length)
-                .min_by_key(|(_, p)| p.length)?;
-            if piece.length == length {
+        /// The first `length` bytes of kept piece `ix`; the rest stays kept.
+        fn take_head(&mut self, ix: usize, length: usize) -> Piece {
+            let piece = self.kept[ix];
+            if length == piece.length {
                 self.remove(ix);
             } else {
                 self.kept[ix] = Piece {
@@ -230,18 +234,30 @@ mod mapped {
                     length: piece.length - length,
                 };
             }
-            Some(piece.address)
+            Piece {
+                address: piece.address,
+                length,
+            }
+        }
+
+        /// The head of the smallest kept piece of at least `length` bytes.
+        fn take_whole(&mut self, length: usize) -> Option<usize> {
+            let (ix, _) = self
+                .kept()
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.length >= length)
+                .min_by_key(|(_, p)| p.length)?;
+            Some(self.take_head(ix, length).address)
         }
 
         /// A new mapping of `length` bytes with the largest kept pieces moved
-        /// into its start; the pieces it is made of, or `None` if the kernel
-        /// gives no mapping.
-        fn build(&mut self, length: usize) -> Option<(usize, usize, [Piece; PIECES])> {
+        /// into its start, or `None` if the kernel gives no mapping.
+        fn build(&mut self, length: usize) -> Option<Built> {
             let address = map_fresh(length)? as usize;
-            let mut pieces = [NO_PIECE; PIECES];
-            let mut count = 0;
+            let mut built = NO_BLOCK;
             let mut filled = 0;
-            while filled < length && count + 1 < PIECES {
+            while filled < length && built.count + 1 < PIECES {
                 let Some((ix, piece)) = self
                     .kept()
                     .iter()
@@ -268,29 +284,20 @@ mod mapped {
                 if moved == libc::MAP_FAILED {
                     break;
                 }
-                if taken == piece.length {
-                    self.remove(ix);
-                } else {
-                    self.kept[ix] = Piece {
-                        address: piece.address + taken,
-                        length: piece.length - taken,
-                    };
-                }
-                pieces[count] = Piece {
+                self.take_head(ix, taken);
+                built.add(Piece {
                     address: target,
                     length: taken,
-                };
-                count += 1;
+                });
                 filled += taken;
             }
             if filled < length {
-                pieces[count] = Piece {
+                built.add(Piece {
                     address: address + filled,
                     length: length - filled,
-                };
-                count += 1;
+                });
             }
-            Some((address, count, pieces))
+            Some(built)
         }
     }
 
@@ -339,41 +346,36 @@ mod mapped {
         if let Some(address) = state.take_whole(length) {
             return (address as *mut u8, false);
         }
-        let free_slot = state.built.iter().position(|b| b.address == 0);
+        let free_slot = state.built.iter().position(|b| b.count == 0);
         let (Some(slot), true) = (free_slot, state.kept_count > 0) else {
             drop(state);
             return (map_fresh(length).unwrap_or(std::ptr::null_mut()), true);
         };
-        let Some((address, count, pieces)) = state.build(length) else {
+        let Some(built) = state.build(length) else {
             return (std::ptr::null_mut(), true);
         };
-        if count > 1 {
-            state.built[slot] = Built {
-                address,
-                count,
-                pieces,
-            };
+        let address = built.pieces[0].address;
+        if built.count > 1 {
+            state.built[slot] = built;
         }
-        (address as *mut u8, count == 1)
+        (address as *mut u8, built.count == 1)
     }
 
     /// Take back a freed block: its pieces are kept for the next large
     /// request while there are slots, else returned to the kernel.
     pub fn keep(block: *mut u8, size: usize) {
         let address = block as usize;
-        super::IN_USE.fetch_sub(whole_pages(size), Ordering::Relaxed);
+        let length = whole_pages(size);
+        super::IN_USE.fetch_sub(length, Ordering::Relaxed);
         let mut state = state();
-        match state.built.iter().position(|b| b.address == address) {
+        match state.built.iter().position(|b| b.starts_at(address)) {
             Some(slot) => {
                 let built = std::mem::replace(&mut state.built[slot], NO_BLOCK);
                 for piece in &built.pieces[..built.count] {
                     state.keep(*piece);
                 }
             }
-            None => state.keep(Piece {
-                address,
-                length: whole_pages(size),
-            }),
+            None => state.keep(Piece { address, length }),
         }
     }
 
