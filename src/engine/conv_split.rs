@@ -121,10 +121,8 @@ fn rewrite(model: &mut TypedModel, site: &Site) -> TractResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::prelude::InferenceFact;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::nn::DataFormat;
-    use tract_onnx::tract_hir::infer::Factoid;
 
     /// A 3x3 convolution, 8 -> 3 channels over 5x6, padded, with a bias.
     fn conv_model() -> TypedModel {
@@ -185,59 +183,32 @@ mod tests {
         }
     }
 
-    /// A network of the committed tiny bundle, planned for `shapes` with
-    /// convolutions split above `depth`, run on fixed inputs; with how many
-    /// nodes of the plan come from a first group.
-    fn run_network(network: &str, shapes: &[&[usize]], depth: usize) -> (Vec<f32>, usize) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("models/tiny-sd")
-            .join(network)
-            .join("model.onnx");
-        let mut model = crate::engine::parse(&path, None).unwrap();
-        let mut inputs = TVec::new();
-        for (ix, shape) in shapes.iter().enumerate() {
-            let dt = model.input_fact(ix).unwrap().datum_type.concretize();
-            let dt = dt.unwrap_or(f32::datum_type());
-            let len: usize = shape.iter().product();
-            let values: Vec<f32> = (0..len).map(|i| (i as f32 * 0.23).sin()).collect();
-            let tensor = tensor1(&values).into_shape(shape).unwrap();
-            inputs.push(tensor.cast_to_dt(dt).unwrap().into_owned().into_tvalue());
-            let fact = InferenceFact::dt_shape(dt, shape.to_vec());
-            model = model.with_input_fact(ix, fact).unwrap();
-        }
-        let optimized = crate::engine::optimize_splitting_at(model, network, depth).unwrap();
-        let first_groups = optimized
-            .nodes
-            .iter()
-            .filter(|n| n.name.contains(".in0"))
-            .count();
-        let out = optimized.into_runnable().unwrap().run(inputs).unwrap();
-        let values = crate::engine::Tensor::from_tract(&out[0])
-            .unwrap()
-            .into_f32();
-        (values, first_groups)
-    }
-
     /// The rewrite on real diffusers graphs: with every convolution deeper
-    /// than 32 channels of 3x3 split, the tiny UNet and VAE decoder give the
-    /// outputs they give whole.
+    /// than 32 channels of 3x3 split (and none run by the direct kernel),
+    /// the tiny UNet and VAE decoder give the outputs they give whole.
     #[test]
     fn split_tiny_networks_match_whole() {
+        use crate::engine::{Rewrites, tiny_network};
         let cases: [(&str, &[&[usize]]); 2] = [
             ("unet", &[&[2, 4, 8, 8], &[1], &[2, 77, 32]]),
             ("vae_decoder", &[&[1, 4, 8, 8]]),
         ];
+        let first_groups = |plan: &TypedModel| {
+            plan.nodes
+                .iter()
+                .filter(|n| n.name.contains(".in0"))
+                .count()
+        };
         for (network, shapes) in cases {
-            let (whole, none) = run_network(network, shapes, usize::MAX);
-            let (split, parts) = run_network(network, shapes, 32 * 9);
-            assert_eq!(none, 0, "{network}");
-            assert!(parts > 0, "{network}: nothing was split");
-            assert_eq!(whole.len(), split.len(), "{network}");
-            let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
-            assert!(scale > 0.0, "{network} gives all zeros");
-            for (a, b) in whole.iter().zip(&split) {
-                assert!((a - b).abs() <= 1e-5 * scale, "{network}: {a} vs {b}");
-            }
+            let rewrites = |split_depth| Rewrites {
+                direct_from_pixels: None,
+                split_depth,
+            };
+            let (whole, plan) = tiny_network::run(network, shapes, rewrites(usize::MAX));
+            assert_eq!(first_groups(&plan), 0, "{network}");
+            let (split, plan) = tiny_network::run(network, shapes, rewrites(32 * 9));
+            assert!(first_groups(&plan) > 0, "{network}: nothing was split");
+            tiny_network::assert_close(network, &whole, &split);
         }
     }
 

@@ -24,6 +24,7 @@ use crate::error::{Error, ModelFault, Result};
 
 mod attention;
 mod conv_split;
+mod direct_conv;
 mod large_blocks;
 mod prelu;
 
@@ -475,19 +476,36 @@ pub fn release_free_memory() {
 }
 
 /// Turn a parsed graph with concrete input shapes into the plan tract runs:
-/// typed and decluttered, attention chunked (`attention.rs`), deep
-/// convolutions split by input channel (`conv_split.rs`), optimized
-/// under [`KNOBS`]. Public for `examples/profile_onnx.rs`.
+/// typed and decluttered, attention chunked (`attention.rs`), 3x3 and 1x1
+/// convolutions run by our direct kernel where the CPU has one
+/// (`direct_conv.rs`), the other deep convolutions split by input channel
+/// (`conv_split.rs`), optimized under [`KNOBS`]. Public for
+/// `examples/profile_onnx.rs`.
 pub fn optimize(model: InferenceModel, stage: &str) -> TractResult<TypedModel> {
-    optimize_splitting_at(model, stage, conv_split::MAX_DEPTH)
+    optimize_with(model, stage, Rewrites::ALL)
 }
 
-/// [`optimize`] with convolutions split above `split_depth` (tests split
-/// the tiny bundle's shallow ones).
-fn optimize_splitting_at(
+/// Which of our convolution rewrites a plan gets: all of them in the
+/// programs, one at a time in the tests that check each against tract.
+#[derive(Debug, Clone, Copy)]
+struct Rewrites {
+    /// Run convolutions over images of at least this many pixels by the
+    /// direct kernel; `None`: none.
+    direct_from_pixels: Option<usize>,
+    split_depth: usize,
+}
+
+impl Rewrites {
+    const ALL: Rewrites = Rewrites {
+        direct_from_pixels: Some(direct_conv::MIN_PIXELS),
+        split_depth: conv_split::MAX_DEPTH,
+    };
+}
+
+fn optimize_with(
     model: InferenceModel,
     stage: &str,
-    split_depth: usize,
+    rewrites: Rewrites,
 ) -> TractResult<TypedModel> {
     KnobScope::new(KNOBS)?.enter(|| {
         let mut typed = model.into_typed()?;
@@ -496,7 +514,13 @@ fn optimize_splitting_at(
         if chunked > 0 {
             log::info!("{stage}: {chunked} attentions run in query chunks");
         }
-        let split = conv_split::split_deep_convolutions(&mut typed, split_depth)?;
+        if let Some(min_pixels) = rewrites.direct_from_pixels {
+            let direct = direct_conv::replace_convolutions(&mut typed, min_pixels)?;
+            if direct > 0 {
+                log::info!("{stage}: {direct} convolutions run by the direct kernel");
+            }
+        }
+        let split = conv_split::split_deep_convolutions(&mut typed, rewrites.split_depth)?;
         if split > 0 {
             log::info!("{stage}: {split} deep convolutions split by input channel");
         }
@@ -547,4 +571,57 @@ pub fn node_multiply_adds(model: &TypedModel, node: &TypedNode) -> Option<u64> {
         }
     }
     Some(total)
+}
+
+/// What the rewrite tests share: a network of the committed tiny bundle
+/// planned with chosen rewrites, and fixed inputs for it.
+#[cfg(test)]
+mod tiny_network {
+    use std::path::Path;
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_hir::infer::Factoid;
+
+    /// `network` (a folder of `models/tiny-sd`) planned for `shapes` with
+    /// `rewrites`, run on fixed inputs; its output and its plan.
+    pub(super) fn run(
+        network: &str,
+        shapes: &[&[usize]],
+        rewrites: super::Rewrites,
+    ) -> (Vec<f32>, TypedModel) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/tiny-sd")
+            .join(network)
+            .join("model.onnx");
+        let mut model = super::parse(&path, None).unwrap();
+        let mut inputs = TVec::new();
+        for (ix, shape) in shapes.iter().enumerate() {
+            let dt = model.input_fact(ix).unwrap().datum_type.concretize();
+            let dt = dt.unwrap_or(f32::datum_type());
+            let len: usize = shape.iter().product();
+            let values: Vec<f32> = (0..len).map(|i| (i as f32 * 0.23).sin()).collect();
+            let tensor = tensor1(&values).into_shape(shape).unwrap();
+            inputs.push(tensor.cast_to_dt(dt).unwrap().into_owned().into_tvalue());
+            let fact = InferenceFact::dt_shape(dt, shape.to_vec());
+            model = model.with_input_fact(ix, fact).unwrap();
+        }
+        let optimized = super::optimize_with(model, network, rewrites).unwrap();
+        let out = optimized
+            .clone()
+            .into_runnable()
+            .unwrap()
+            .run(inputs)
+            .unwrap();
+        let values = super::Tensor::from_tract(&out[0]).unwrap().into_f32();
+        (values, optimized)
+    }
+
+    /// Assert two runs of `network` agree to `1e-5` of the largest value.
+    pub(super) fn assert_close(network: &str, expected: &[f32], got: &[f32]) {
+        assert_eq!(expected.len(), got.len(), "{network}");
+        let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "{network} gives all zeros");
+        for (a, b) in expected.iter().zip(got) {
+            assert!((a - b).abs() <= 1e-5 * scale, "{network}: {a} vs {b}");
+        }
+    }
 }

@@ -1,0 +1,819 @@
+//! 3x3 and 1x1 convolutions computed directly from the input (x86_64 AVX2).
+//!
+//! tract runs a convolution as a matrix product over an im2col view of the
+//! input, packing both operands as it goes; on the VAE decoder's
+//! convolutions that reached 100-155 GFLOP/s on this machine's two cores,
+//! where onnxruntime's direct (NCHWc) kernels reach 180-188 on the same
+//! layers (its profiler, two threads) against a peak of 190 (a loop of
+//! independent FMAs). Here the product reads the input where it lies
+//! instead. A unit of work (rows of one image, some blocks of output
+//! channels) copies its input rows once, with their zero border, into a
+//! buffer the width of the padded row; a tile of 16 consecutive outputs of
+//! such a flattened row under one kernel tap is then 16 consecutive inputs,
+//! shifted by the tap's offset. Each step of the inner loop is two vector
+//! loads of input, six broadcast weights (six output channels) and twelve
+//! fused multiply-adds into registers; the border columns give junk outputs,
+//! never copied out. Input channels are taken 16 at a time and four blocks
+//! of output channels go over one line of output together, so the line's
+//! partial sums stay in L2 and a block's weights in L1; narrow images join
+//! rows into one line of tiles to waste less of the last tile.
+//!
+//! Only float convolutions with a 3x3 ("same" padding) or 1x1 kernel, stride
+//! and dilation 1, one group and constant weights, over images of at least
+//! [`MIN_PIXELS`], are replaced; the rest stay tract's (and may be split by
+//! `conv_split.rs`). Other CPUs (the board's arm64 cores, where tract's own
+//! kernels are its best tuned) keep tract's convolutions: the rewrite only
+//! runs when the CPU has AVX2 and FMA.
+
+use std::cell::RefCell;
+
+use tract_linalg::multithread::{Executor, current_tract_executor};
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+/// Output channels one tile computes (six broadcast weights a step).
+const CHANNEL_BLOCK: usize = 6;
+/// Outputs of one flattened row strip a tile computes (two AVX vectors).
+const TILE: usize = 16;
+/// Input channels summed in registers before a tile's sums go back to
+/// memory: 16 channels of three rows and a block's weights for them (3.4 KB,
+/// L1) per step of the loop.
+const CHANNEL_CHUNK: usize = 16;
+/// Blocks of output channels computed together over one line of output, so
+/// their partial sums stay in L2 while the line's input chunks stream past.
+const BLOCK_GROUP: usize = 4;
+/// The bytes of padded input and partial sums one unit of work may hold,
+/// an eighth of this machine's L3 (measured: 2, 4 and 8 MiB within noise).
+const UNIT_BYTES: usize = 4 << 20;
+/// At most this many outputs in one line (rows flattened together): narrow
+/// images join rows so that the last tile of a row wastes less.
+const LINE_OUTPUTS: usize = 256;
+/// The smallest image (height x width) the direct kernel takes. Below it
+/// tract's product is as fast or faster: `profile_onnx` on the UNet (batch
+/// 2 at 48x84), two alternating rounds, ms per call: every convolution
+/// direct 10,306 / 9,706; those of 1,000 pixels and up 9,196 / 9,392; of
+/// 2,000 and up (48x84 only, the 24x42 and 12x21 ones left to tract) 8,857 /
+/// 9,262.
+pub const MIN_PIXELS: usize = 2048;
+/// Units of work per thread, so the threads finish close together.
+const UNITS_PER_THREAD: usize = 4;
+
+/// Whether this CPU runs the direct kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Replace every convolution the direct kernel handles over images of at
+/// least `min_pixels` ([`MIN_PIXELS`] in the programs); returns how many.
+/// Does nothing on a CPU without AVX2 and FMA.
+pub fn replace_convolutions(model: &mut TypedModel, min_pixels: usize) -> TractResult<usize> {
+    if !available() {
+        return Ok(0);
+    }
+    super::rewrite_each(model, |m, id| find(m, id, min_pixels), rewrite)
+}
+
+/// One convolution to replace, with its replacement.
+struct Site {
+    conv: usize,
+    op: DirectConv,
+}
+
+fn find(model: &TypedModel, id: usize, min_pixels: usize) -> TractResult<Option<Site>> {
+    let node = &model.nodes[id];
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let spec = &conv.pool_spec;
+    if conv.q_params.is_some()
+        || conv.group != 1
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || node.inputs.len() != 3
+        || spec.data_format != DataFormat::NCHW
+        || spec.kernel_shape.len() != 2
+        || spec.strides.iter().flatten().any(|&s| s != 1)
+        || spec.dilations.iter().flatten().any(|&d| d != 1)
+    {
+        return Ok(None);
+    }
+    let size = spec.kernel_shape[0];
+    if spec.kernel_shape[1] != size || !(size == 1 || size == 3) {
+        return Ok(None);
+    }
+    let border = size / 2;
+    let same_size = match &spec.padding {
+        PaddingSpec::Explicit(before, after) | PaddingSpec::ExplicitOnnxPool(before, after, _) => {
+            before.iter().chain(after).all(|&p| p == border)
+        }
+        PaddingSpec::Valid => border == 0,
+        PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
+    };
+    let input = model.outlet_fact(node.inputs[0])?;
+    let kernel = model.outlet_fact(node.inputs[1])?;
+    let bias = model.outlet_fact(node.inputs[2])?;
+    let large = input
+        .shape
+        .as_concrete()
+        .is_some_and(|s| s.len() == 4 && s[2] * s[3] >= min_pixels);
+    if !same_size
+        || !large
+        || input.datum_type != f32::datum_type()
+        || kernel.datum_type != f32::datum_type()
+        || bias.datum_type != f32::datum_type()
+    {
+        return Ok(None);
+    }
+    let (Some(kernel), Some(bias)) = (&kernel.konst, &bias.konst) else {
+        return Ok(None);
+    };
+    let (inputs, outputs) = (spec.input_channels, spec.output_channels);
+    if kernel.shape() != [outputs, inputs, size, size]
+        || !(bias.len() == 1 || bias.len() == outputs)
+    {
+        return Ok(None);
+    }
+    let op = DirectConv::new(kernel, bias)?;
+    Ok(Some(Site { conv: id, op }))
+}
+
+fn rewrite(model: &mut TypedModel, site: &Site) -> TractResult<()> {
+    let node = &model.nodes[site.conv];
+    let mut patch = TypedModelPatch::new(format!("direct convolution {}", node.name));
+    let x = patch.tap_model(model, node.inputs[0])?;
+    let y = patch.wire_node(format!("{}.direct", node.name), site.op.clone(), &[x])?[0];
+    patch.shunt_outside(model, OutletId::new(site.conv, 0), y)?;
+    patch.apply(model)
+}
+
+/// A stride-1, "same"-padded float convolution with a square kernel of side
+/// 1 or 3 over NCHW input, its weights packed for the tile kernel.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct DirectConv {
+    size: usize,
+    inputs: usize,
+    outputs: usize,
+    /// `[output block][input channel][ky][kx][6]`, blocks of six output
+    /// channels, the last one padded with zero weights.
+    weights: Arc<Tensor>,
+    /// One per output channel, padded with zeros to whole blocks.
+    bias: Arc<Tensor>,
+}
+
+impl DirectConv {
+    /// Pack an OIHW kernel (`[outputs, inputs, size, size]`) and its bias
+    /// (one value, or one per output channel).
+    fn new(kernel: &Tensor, bias: &Tensor) -> TractResult<DirectConv> {
+        let &[outputs, inputs, size, width] = kernel.shape() else {
+            bail!("a 2D convolution kernel, got {:?}", kernel.shape());
+        };
+        ensure!(size == width && bias.len() <= outputs.max(1));
+        let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
+        let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
+        let area = size * size;
+        let blocks = outputs.div_ceil(CHANNEL_BLOCK);
+        let mut packed = vec![0f32; blocks * inputs * area * CHANNEL_BLOCK];
+        for o in 0..outputs {
+            let (block, lane) = (o / CHANNEL_BLOCK, o % CHANNEL_BLOCK);
+            for i in 0..inputs {
+                for tap in 0..area {
+                    let at = ((block * inputs + i) * area + tap) * CHANNEL_BLOCK + lane;
+                    packed[at] = kernel[(o * inputs + i) * area + tap];
+                }
+            }
+        }
+        let mut biases = vec![0f32; blocks * CHANNEL_BLOCK];
+        for (o, b) in biases.iter_mut().take(outputs).enumerate() {
+            *b = if bias.len() == 1 { bias[0] } else { bias[o] };
+        }
+        Ok(DirectConv {
+            size,
+            inputs,
+            outputs,
+            weights: Arc::new(tensor1(&packed)),
+            bias: Arc::new(tensor1(&biases)),
+        })
+    }
+
+    fn blocks(&self) -> usize {
+        self.outputs.div_ceil(CHANNEL_BLOCK)
+    }
+
+    /// Compute one unit's outputs (rows of one image, a range of
+    /// output-channel blocks) into `output`, the whole NCHW output;
+    /// `packed` is the op's weights and bias as slices.
+    fn run_unit(
+        &self,
+        input: &[f32],
+        packed: (&[f32], &[f32]),
+        geometry: &Geometry,
+        unit: &Unit,
+        output: &OutputPtr,
+    ) {
+        let (weights, bias) = packed;
+        let Geometry { height, width, .. } = *geometry;
+        let border = self.size / 2;
+        let row = width + 2 * border;
+        let rows = unit.rows.len();
+        let plane = (rows + 2 * border) * row;
+        let lines = unit.line_rows;
+        let line_tiles = (lines * row).div_ceil(TILE);
+        let slot = line_tiles * TILE;
+        let line_count = rows.div_ceil(lines);
+        let stride = line_count * slot;
+        let channel_values = height * width;
+        let image =
+            &input[unit.image * self.inputs * channel_values..][..self.inputs * channel_values];
+        BUFFERS.with_borrow_mut(|(padded, sums)| {
+            // The rows' input with its zero border. Every value a kept output
+            // reads is written here; the slack is read only by outputs past
+            // the last row, never copied out.
+            let planes = self.inputs * plane;
+            padded.resize(planes + lines * row + TILE + self.size, 0.0);
+            padded[planes..].fill(0.0);
+            for c in 0..self.inputs {
+                for r in 0..rows + 2 * border {
+                    let line = &mut padded[c * plane + r * row..][..row];
+                    match (unit.rows.start + r)
+                        .checked_sub(border)
+                        .filter(|&y| y < height)
+                    {
+                        Some(y) => {
+                            line[..border].fill(0.0);
+                            line[border..border + width]
+                                .copy_from_slice(&image[c * channel_values + y * width..][..width]);
+                            line[border + width..].fill(0.0);
+                        }
+                        None => line.fill(0.0),
+                    }
+                }
+            }
+            // Fully written by the first chunk of input channels.
+            sums.resize(unit.blocks.len() * CHANNEL_BLOCK * stride, 0.0);
+            let area = self.size * self.size;
+            for group in unit.blocks.clone().step_by(BLOCK_GROUP) {
+                let blocks = group..(group + BLOCK_GROUP).min(unit.blocks.end);
+                for line in 0..line_count {
+                    for first in (0..self.inputs).step_by(CHANNEL_CHUNK) {
+                        let channels = CHANNEL_CHUNK.min(self.inputs - first);
+                        for block in blocks.clone() {
+                            let w =
+                                &weights[(block * self.inputs + first) * area * CHANNEL_BLOCK..];
+                            let start = if first == 0 {
+                                Start::Bias(&bias[block * CHANNEL_BLOCK..][..CHANNEL_BLOCK])
+                            } else {
+                                Start::Sums
+                            };
+                            let sums_at =
+                                (block - unit.blocks.start) * CHANNEL_BLOCK * stride + line * slot;
+                            for tile in 0..line_tiles {
+                                let from = first * plane + line * lines * row + tile * TILE;
+                                // SAFETY: `available()` held when the op was
+                                // made; the tile reads `channels` planes from
+                                // `from`, each up to `(size - 1) * (row + 1)
+                                // + TILE` values on, inside `padded` (its
+                                // slack covers the last line's last tile);
+                                // it reads and writes six rows of `stride`
+                                // values at one tile of this line's slot in
+                                // `sums`; `w` holds `channels * area` steps
+                                // of six weights.
+                                unsafe {
+                                    tile_kernel(
+                                        self.size,
+                                        padded[from..].as_ptr(),
+                                        plane,
+                                        row,
+                                        channels,
+                                        w.as_ptr(),
+                                        sums[sums_at + tile * TILE..].as_mut_ptr(),
+                                        stride,
+                                        start,
+                                    )
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+            let first_output = unit.blocks.start * CHANNEL_BLOCK;
+            let last_output = (unit.blocks.end * CHANNEL_BLOCK).min(self.outputs);
+            for o in first_output..last_output {
+                for r in 0..rows {
+                    let (line, in_line) = (r / lines, r % lines);
+                    let from = (o - first_output) * stride + line * slot + in_line * row;
+                    let y = unit.rows.start + r;
+                    let at = ((unit.image * self.outputs + o) * height + y) * width;
+                    // SAFETY: units cover disjoint rows and channels of the
+                    // output, each written by one thread.
+                    unsafe { output.write(at, &sums[from..][..width]) };
+                }
+            }
+        });
+    }
+
+    /// Split a call into units: strips of rows whose padded input and sums
+    /// fit [`UNIT_BYTES`], their output channels split too when that gives
+    /// the threads too few units.
+    fn units(&self, geometry: &Geometry, threads: usize) -> Vec<Unit> {
+        let Geometry {
+            images,
+            height,
+            width,
+        } = *geometry;
+        let row = width + self.size - 1;
+        let blocks = self.blocks();
+        let row_bytes = (self.inputs + CHANNEL_BLOCK * blocks) * row * size_of::<f32>();
+        let rows = (UNIT_BYTES / row_bytes).clamp(1, height.max(1));
+        let strips = images * height.div_ceil(rows);
+        let wanted = UNITS_PER_THREAD * threads;
+        let parts = wanted
+            .div_ceil(strips.max(1))
+            .min(blocks.div_ceil(BLOCK_GROUP))
+            .max(1);
+        let per_part = blocks
+            .div_ceil(parts)
+            .next_multiple_of(BLOCK_GROUP)
+            .min(blocks.max(1));
+        let line_rows = line_rows(row, width, rows);
+        let mut units = Vec::new();
+        for image in 0..images {
+            for first in (0..height).step_by(rows) {
+                for part in (0..blocks).step_by(per_part) {
+                    units.push(Unit {
+                        image,
+                        rows: first..(first + rows).min(height),
+                        blocks: part..(part + per_part).min(blocks),
+                        line_rows,
+                    });
+                }
+            }
+        }
+        units
+    }
+}
+
+/// How many rows to flatten into one line: the count up to
+/// [`LINE_OUTPUTS`] outputs (and the strip's rows) that computes the fewest
+/// outputs per kept one, counting the border columns and the last tile's
+/// overhang.
+fn line_rows(row: usize, width: usize, rows: usize) -> usize {
+    let most = (LINE_OUTPUTS / row).clamp(1, rows.max(1));
+    (1..=most)
+        .min_by_key(|&n| (n * row).div_ceil(TILE) * TILE * 1000 / (n * width).max(1))
+        .unwrap_or(1)
+}
+
+thread_local! {
+    /// Each thread's padded input strip and partial sums, kept between calls
+    /// (megabytes each: fresh ones would cost page faults every strip).
+    static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The shape of one call's input.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    images: usize,
+    height: usize,
+    width: usize,
+}
+
+/// Output rows of one image and a range of its output-channel blocks,
+/// computed by one thread.
+#[derive(Debug, Clone)]
+struct Unit {
+    image: usize,
+    rows: std::ops::Range<usize>,
+    blocks: std::ops::Range<usize>,
+    /// Rows flattened into one line of tiles.
+    line_rows: usize,
+}
+
+/// The output tensor's values, written by several threads at once.
+struct OutputPtr(*mut f32, usize);
+
+// SAFETY: every thread writes its own units' values only (`run_unit`).
+unsafe impl Sync for OutputPtr {}
+
+impl OutputPtr {
+    /// Copy `values` to `at..at + values.len()`.
+    ///
+    /// # Safety
+    /// No other thread may touch that range meanwhile.
+    unsafe fn write(&self, at: usize, values: &[f32]) {
+        assert!(at + values.len() <= self.1);
+        // SAFETY: in bounds (checked); exclusive per the contract.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len()) };
+    }
+}
+
+/// How a tile's sums begin: the bias (first chunk of input channels) or the
+/// partial sums left by the previous chunks.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    Bias(&'a [f32]),
+    Sums,
+}
+
+/// Sixteen outputs of six channels: `sums[o * stride + p] (+)= sum over
+/// channels c and taps (ky, kx) of weights[((c * size + ky) * size + kx) * 6
+/// + o] * input[c * plane + ky * row + kx + p]`.
+///
+/// # Safety
+/// AVX2 and FMA present; the reads and writes described stay inside their
+/// buffers.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_kernel(
+    size: usize,
+    input: *const f32,
+    plane: usize,
+    row: usize,
+    channels: usize,
+    weights: *const f32,
+    sums: *mut f32,
+    stride: usize,
+    start: Start,
+) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match size {
+            3 => avx2::tile::<3>(input, plane, row, channels, weights, sums, stride, start),
+            _ => avx2::tile::<1>(input, plane, row, channels, weights, sums, stride, start),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (
+            size, input, plane, row, channels, weights, sums, stride, start,
+        );
+        unreachable!("the direct convolution runs on x86_64 only");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{CHANNEL_BLOCK, Start};
+    use std::arch::x86_64::*;
+
+    /// [`super::tile_kernel`] for a `SIZE` x `SIZE` kernel: twelve
+    /// accumulators, two input vectors, one broadcast weight (15 of the 16
+    /// registers).
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile<const SIZE: usize>(
+        input: *const f32,
+        plane: usize,
+        row: usize,
+        channels: usize,
+        mut weights: *const f32,
+        sums: *mut f32,
+        stride: usize,
+        start: Start,
+    ) {
+        // SAFETY: the caller keeps every pointer below in bounds.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; CHANNEL_BLOCK];
+            for (o, lanes) in acc.iter_mut().enumerate() {
+                match start {
+                    Start::Bias(bias) => {
+                        let b = _mm256_set1_ps(bias[o]);
+                        *lanes = [b, b];
+                    }
+                    Start::Sums => {
+                        let at = sums.add(o * stride);
+                        *lanes = [_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8))];
+                    }
+                }
+            }
+            for c in 0..channels {
+                let channel = input.add(c * plane);
+                for ky in 0..SIZE {
+                    let line = channel.add(ky * row);
+                    for kx in 0..SIZE {
+                        let x0 = _mm256_loadu_ps(line.add(kx));
+                        let x1 = _mm256_loadu_ps(line.add(kx + 8));
+                        for (o, lanes) in acc.iter_mut().enumerate() {
+                            let w = _mm256_broadcast_ss(&*weights.add(o));
+                            lanes[0] = _mm256_fmadd_ps(w, x0, lanes[0]);
+                            lanes[1] = _mm256_fmadd_ps(w, x1, lanes[1]);
+                        }
+                        weights = weights.add(CHANNEL_BLOCK);
+                    }
+                }
+            }
+            for (o, lanes) in acc.iter().enumerate() {
+                let at = sums.add(o * stride);
+                _mm256_storeu_ps(at, lanes[0]);
+                _mm256_storeu_ps(at.add(8), lanes[1]);
+            }
+        }
+    }
+}
+
+impl Op for DirectConv {
+    fn name(&self) -> StaticName {
+        "DirectConv".into()
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for DirectConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let &[images, channels, height, width] = x.shape() else {
+            bail!("DirectConv takes NCHW input, got {:?}", x.shape());
+        };
+        ensure!(
+            channels == self.inputs,
+            "{channels} input channels, expected {}",
+            self.inputs
+        );
+        ensure!(available(), "DirectConv needs AVX2 and FMA");
+        let input = x.try_as_plain_ram()?.as_slice::<f32>()?;
+        let weights = self.weights.try_as_plain_ram()?.as_slice::<f32>()?;
+        let bias = self.bias.try_as_plain_ram()?.as_slice::<f32>()?;
+        // SAFETY: every value is written by exactly one strip before return.
+        let mut y =
+            unsafe { Tensor::uninitialized::<f32>(&[images, self.outputs, height, width])? };
+        // The values do not move until `y` is returned; only the units write
+        // them meanwhile.
+        let output = {
+            let mut view = y.try_as_plain_ram_mut()?;
+            let values = view.as_slice_mut::<f32>()?;
+            OutputPtr(values.as_mut_ptr(), values.len())
+        };
+        let geometry = Geometry {
+            images,
+            height,
+            width,
+        };
+        let executor = current_tract_executor();
+        let threads = match &executor {
+            Executor::MultiThread(pool) => pool.current_num_threads(),
+            _ => 1,
+        };
+        let units = self.units(&geometry, threads);
+        let run = |unit: &Unit| self.run_unit(input, (weights, bias), &geometry, unit, &output);
+        match executor {
+            Executor::MultiThread(pool) => {
+                use rayon::prelude::*;
+                pool.install(|| units.par_iter().for_each(run));
+            }
+            _ => units.iter().for_each(run),
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for DirectConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let shape = &inputs[0].shape;
+        ensure!(shape.len() == 4 && shape[1] == self.inputs.to_dim());
+        let out = tvec![
+            shape[0].clone(),
+            self.outputs.to_dim(),
+            shape[2].clone(),
+            shape[3].clone()
+        ];
+        Ok(tvec!(f32::fact(out)))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let pixels: TDim =
+            inputs[0].shape.iter().skip(2).product::<TDim>() * inputs[0].shape[0].clone();
+        let per_pixel = self.outputs * self.inputs * self.size * self.size;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), pixels * per_pixel)))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_linalg::multithread::multithread_tract_scope;
+    use tract_onnx::tract_core::ops::cnn::PoolSpec;
+
+    /// One convolution to check: kernel side, channels in and out, images,
+    /// height, width, and whether the bias is one value for all channels.
+    struct Case {
+        size: usize,
+        inputs: usize,
+        outputs: usize,
+        images: usize,
+        height: usize,
+        width: usize,
+        one_bias: bool,
+    }
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
+    }
+
+    /// The case as tract's own convolution.
+    fn conv_model(case: &Case) -> TypedModel {
+        let Case {
+            size,
+            inputs,
+            outputs,
+            images,
+            height,
+            width,
+            ..
+        } = *case;
+        let mut model = TypedModel::default();
+        let x = model
+            .add_source("x", f32::fact([images, inputs, height, width]))
+            .unwrap();
+        let kernel = tensor1(&values(outputs * inputs * size * size, 1.0))
+            .into_shape(&[outputs, inputs, size, size])
+            .unwrap();
+        let kernel = model.add_const("kernel", kernel).unwrap();
+        let bias = if case.one_bias {
+            tensor0(0.75f32)
+        } else {
+            tensor1(&values(outputs, 2.0))
+        };
+        let bias = model.add_const("bias", bias).unwrap();
+        let border = size / 2;
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec!(size, size),
+                padding: PaddingSpec::Explicit(tvec!(border, border), tvec!(border, border)),
+                dilations: None,
+                strides: None,
+                input_channels: inputs,
+                output_channels: outputs,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let out = model.wire_node("conv", conv, &[x, kernel, bias]).unwrap();
+        model.select_output_outlets(&out).unwrap();
+        model
+    }
+
+    fn run(case: &Case, model: TypedModel, executor: Executor) -> Vec<f32> {
+        let len = case.images * case.inputs * case.height * case.width;
+        let input = tensor1(&values(len, 3.0))
+            .into_shape(&[case.images, case.inputs, case.height, case.width])
+            .unwrap();
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let out =
+            multithread_tract_scope(executor, || plan.run(tvec!(input.into_tvalue()))).unwrap();
+        crate::engine::Tensor::from_tract(&out[0])
+            .unwrap()
+            .into_f32()
+    }
+
+    /// Every path of the kernel against tract's convolution: 3x3 and 1x1,
+    /// channel counts that leave a partial chunk of inputs and a partial
+    /// block of outputs, images too wide for one unit (several strips),
+    /// narrow ones (rows joined into lines, the last one shorter), output
+    /// channels split across units, a shared bias; on one thread and two.
+    #[test]
+    fn direct_convolution_matches_tract() {
+        let cases = [
+            Case {
+                size: 3,
+                inputs: 20,
+                outputs: 13,
+                images: 2,
+                height: 7,
+                width: 23,
+                one_bias: false,
+            },
+            Case {
+                size: 3,
+                inputs: 64,
+                outputs: 64,
+                images: 1,
+                height: 60,
+                width: 300,
+                one_bias: false,
+            },
+            Case {
+                size: 3,
+                inputs: 5,
+                outputs: 50,
+                images: 1,
+                height: 7,
+                width: 5,
+                one_bias: true,
+            },
+            Case {
+                size: 1,
+                inputs: 9,
+                outputs: 7,
+                images: 2,
+                height: 4,
+                width: 37,
+                one_bias: true,
+            },
+        ];
+        for (ix, case) in cases.iter().enumerate() {
+            let expected = run(case, conv_model(case), Executor::SingleThread);
+            let mut direct = conv_model(case);
+            let replaced = replace_convolutions(&mut direct, 1).unwrap();
+            if !available() {
+                assert_eq!(replaced, 0, "case {ix}: no direct kernel on this CPU");
+                continue;
+            }
+            assert_eq!(replaced, 1, "case {ix}");
+            let geometry = Geometry {
+                images: case.images,
+                height: case.height,
+                width: case.width,
+            };
+            let op = direct
+                .nodes
+                .iter()
+                .find_map(|n| n.op_as::<DirectConv>())
+                .unwrap();
+            for threads in [1, 2] {
+                let units = op.units(&geometry, threads);
+                let executor = match threads {
+                    1 => Executor::SingleThread,
+                    n => Executor::multithread(n),
+                };
+                let got = run(case, direct.clone(), executor);
+                assert_eq!(expected.len(), got.len());
+                let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (at, (a, b)) in expected.iter().zip(&got).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "case {ix}, {threads} threads, {} units, value {at}: {a} vs {b}",
+                        units.len()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The unit split covers every row and output block exactly once.
+    #[test]
+    fn units_cover_the_output_once() {
+        let kernel = tensor1(&values(50 * 5 * 9, 0.0))
+            .into_shape(&[50, 5, 3, 3])
+            .unwrap();
+        let op = DirectConv::new(&kernel, &tensor1(&[0f32])).unwrap();
+        for (images, height, width) in [(1, 7, 5), (2, 300, 700), (1, 1, 1)] {
+            let geometry = Geometry {
+                images,
+                height,
+                width,
+            };
+            let units = op.units(&geometry, 2);
+            let mut seen = vec![0u8; images * height * op.blocks()];
+            for unit in &units {
+                assert!(unit.line_rows >= 1);
+                for y in unit.rows.clone() {
+                    for block in unit.blocks.clone() {
+                        seen[(unit.image * height + y) * op.blocks() + block] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{images}x{height}x{width}");
+        }
+    }
+
+    /// The tiny bundle's UNet and VAE decoder give the same outputs with
+    /// their convolutions run by the direct kernel as by tract's.
+    #[test]
+    fn direct_tiny_networks_match_tract() {
+        use crate::engine::{Rewrites, tiny_network};
+        let cases: [(&str, &[&[usize]]); 2] = [
+            ("unet", &[&[2, 4, 8, 8], &[1], &[2, 77, 32]]),
+            ("vae_decoder", &[&[1, 4, 8, 8]]),
+        ];
+        let direct_nodes = |plan: &TypedModel| {
+            plan.nodes
+                .iter()
+                .filter(|n| n.op_is::<DirectConv>())
+                .count()
+        };
+        for (network, shapes) in cases {
+            let rewrites = |direct_from_pixels| Rewrites {
+                direct_from_pixels,
+                split_depth: usize::MAX,
+            };
+            let (expected, plan) = tiny_network::run(network, shapes, rewrites(None));
+            assert_eq!(direct_nodes(&plan), 0, "{network}");
+            // The tiny networks' images are 8x8 to 64x64: all of them.
+            let (got, plan) = tiny_network::run(network, shapes, rewrites(Some(1)));
+            assert_eq!(direct_nodes(&plan) > 0, available(), "{network}");
+            tiny_network::assert_close(network, &expected, &got);
+        }
+    }
+}
