@@ -121,8 +121,6 @@ fn rewrite(model: &mut TypedModel, site: &Site) -> TractResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
-    use tract_onnx::tract_core::ops::nn::DataFormat;
 
     /// A 3x3 convolution, 8 -> 3 channels over 5x6, padded, with a bias.
     fn conv_model() -> TypedModel {
@@ -138,20 +136,7 @@ mod tests {
         let bias = model
             .add_const("bias", tensor1(&[0.5f32, -1.0, 2.0]))
             .unwrap();
-        let conv = Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: tvec!(3, 3),
-                padding: PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
-                dilations: None,
-                strides: None,
-                input_channels: 8,
-                output_channels: 3,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group: 1,
-            q_params: None,
-        };
+        let conv = crate::engine::test_support::same_size_conv(3, 8, 3);
         let out = model.wire_node("conv", conv, &[x, kernel, bias]).unwrap();
         model.select_output_outlets(&out).unwrap();
         model
@@ -187,28 +172,20 @@ mod tests {
     /// than 32 channels of 3x3 split (and none run by the direct kernel),
     /// the tiny UNet and VAE decoder give the outputs they give whole.
     #[test]
-    fn split_tiny_networks_match_whole() {
-        use crate::engine::{Rewrites, tiny_network};
-        let cases: [(&str, &[&[usize]]); 2] = [
-            ("unet", &[&[2, 4, 8, 8], &[1], &[2, 77, 32]]),
-            ("vae_decoder", &[&[1, 4, 8, 8]]),
-        ];
-        let first_groups = |plan: &TypedModel| {
-            plan.nodes
-                .iter()
-                .filter(|n| n.name.contains(".in0"))
-                .count()
-        };
-        for (network, shapes) in cases {
+    fn split_test_supports_match_whole() {
+        use crate::engine::{Rewrites, test_support};
+        let first_groups =
+            |plan: &TypedModel| test_support::count(plan, |n| n.name.contains(".in0"));
+        for (network, shapes) in test_support::NETWORKS {
             let rewrites = |split_depth| Rewrites {
                 direct_from_pixels: None,
                 split_depth,
             };
-            let (whole, plan) = tiny_network::run(network, shapes, rewrites(usize::MAX));
+            let (whole, plan) = test_support::run(network, shapes, rewrites(usize::MAX));
             assert_eq!(first_groups(&plan), 0, "{network}");
-            let (split, plan) = tiny_network::run(network, shapes, rewrites(32 * 9));
+            let (split, plan) = test_support::run(network, shapes, rewrites(32 * 9));
             assert!(first_groups(&plan) > 0, "{network}: nothing was split");
-            tiny_network::assert_close(network, &whole, &split);
+            test_support::assert_close(network, &whole, &split);
         }
     }
 

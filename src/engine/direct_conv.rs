@@ -135,7 +135,9 @@ fn find(model: &TypedModel, id: usize, min_pixels: usize) -> TractResult<Option<
         return Ok(None);
     };
     let (inputs, outputs) = (spec.input_channels, spec.output_channels);
-    if kernel.shape() != [outputs, inputs, size, size]
+    if inputs == 0
+        || outputs == 0
+        || kernel.shape() != [outputs, inputs, size, size]
         || !(bias.len() == 1 || bias.len() == outputs)
     {
         return Ok(None);
@@ -330,7 +332,7 @@ impl DirectConv {
         let row = width + self.size - 1;
         let blocks = self.blocks();
         let row_bytes = (self.inputs + CHANNEL_BLOCK * blocks) * row * size_of::<f32>();
-        let rows = (UNIT_BYTES / row_bytes).clamp(1, height.max(1));
+        let rows = (UNIT_BYTES / row_bytes.max(1)).clamp(1, height.max(1));
         let strips = images * height.div_ceil(rows);
         let wanted = UNITS_PER_THREAD * threads;
         let parts = wanted
@@ -601,7 +603,6 @@ impl TypedOp for DirectConv {
 mod tests {
     use super::*;
     use tract_linalg::multithread::multithread_tract_scope;
-    use tract_onnx::tract_core::ops::cnn::PoolSpec;
 
     /// One convolution to check: kernel side, channels in and out, images,
     /// height, width, and whether the bias is one value for all channels.
@@ -644,21 +645,7 @@ mod tests {
             tensor1(&values(outputs, 2.0))
         };
         let bias = model.add_const("bias", bias).unwrap();
-        let border = size / 2;
-        let conv = Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: tvec!(size, size),
-                padding: PaddingSpec::Explicit(tvec!(border, border), tvec!(border, border)),
-                dilations: None,
-                strides: None,
-                input_channels: inputs,
-                output_channels: outputs,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group: 1,
-            q_params: None,
-        };
+        let conv = crate::engine::test_support::same_size_conv(size, inputs, outputs);
         let out = model.wire_node("conv", conv, &[x, kernel, bias]).unwrap();
         model.select_output_outlets(&out).unwrap();
         model
@@ -791,29 +778,21 @@ mod tests {
     /// The tiny bundle's UNet and VAE decoder give the same outputs with
     /// their convolutions run by the direct kernel as by tract's.
     #[test]
-    fn direct_tiny_networks_match_tract() {
-        use crate::engine::{Rewrites, tiny_network};
-        let cases: [(&str, &[&[usize]]); 2] = [
-            ("unet", &[&[2, 4, 8, 8], &[1], &[2, 77, 32]]),
-            ("vae_decoder", &[&[1, 4, 8, 8]]),
-        ];
-        let direct_nodes = |plan: &TypedModel| {
-            plan.nodes
-                .iter()
-                .filter(|n| n.op_is::<DirectConv>())
-                .count()
-        };
-        for (network, shapes) in cases {
+    fn direct_test_supports_match_tract() {
+        use crate::engine::{Rewrites, test_support};
+        let direct_nodes =
+            |plan: &TypedModel| test_support::count(plan, |n| n.op_is::<DirectConv>());
+        for (network, shapes) in test_support::NETWORKS {
             let rewrites = |direct_from_pixels| Rewrites {
                 direct_from_pixels,
                 split_depth: usize::MAX,
             };
-            let (expected, plan) = tiny_network::run(network, shapes, rewrites(None));
+            let (expected, plan) = test_support::run(network, shapes, rewrites(None));
             assert_eq!(direct_nodes(&plan), 0, "{network}");
             // The tiny networks' images are 8x8 to 64x64: all of them.
-            let (got, plan) = tiny_network::run(network, shapes, rewrites(Some(1)));
+            let (got, plan) = test_support::run(network, shapes, rewrites(Some(1)));
             assert_eq!(direct_nodes(&plan) > 0, available(), "{network}");
-            tiny_network::assert_close(network, &expected, &got);
+            test_support::assert_close(network, &expected, &got);
         }
     }
 }

@@ -574,12 +574,50 @@ pub fn node_multiply_adds(model: &TypedModel, node: &TypedNode) -> Option<u64> {
 }
 
 /// What the rewrite tests share: a network of the committed tiny bundle
-/// planned with chosen rewrites, and fixed inputs for it.
+/// planned with chosen rewrites and run on fixed inputs, and a plain
+/// convolution op.
 #[cfg(test)]
-mod tiny_network {
+mod test_support {
     use std::path::Path;
     use tract_onnx::prelude::*;
     use tract_onnx::tract_hir::infer::Factoid;
+
+    /// A float NCHW convolution with a square kernel of odd `size`, padded to
+    /// keep the image size, stride 1, one group, OIHW weights.
+    pub(super) fn same_size_conv(
+        size: usize,
+        inputs: usize,
+        outputs: usize,
+    ) -> tract_onnx::tract_core::ops::cnn::Conv {
+        use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+        use tract_onnx::tract_core::ops::nn::DataFormat;
+        let border = size / 2;
+        Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec!(size, size),
+                padding: PaddingSpec::Explicit(tvec!(border, border), tvec!(border, border)),
+                dilations: None,
+                strides: None,
+                input_channels: inputs,
+                output_channels: outputs,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        }
+    }
+
+    /// The networks the rewrite tests run, with their input shapes.
+    pub(super) const NETWORKS: [(&str, &[&[usize]]); 2] = [
+        ("unet", &[&[2, 4, 8, 8], &[1], &[2, 77, 32]]),
+        ("vae_decoder", &[&[1, 4, 8, 8]]),
+    ];
+
+    /// How many nodes of `plan` are `matches`.
+    pub(super) fn count(plan: &TypedModel, matches: impl Fn(&TypedNode) -> bool) -> usize {
+        plan.nodes.iter().filter(|n| matches(n)).count()
+    }
 
     /// `network` (a folder of `models/tiny-sd`) planned for `shapes` with
     /// `rewrites`, run on fixed inputs; its output and its plan.
