@@ -172,7 +172,7 @@ mod tests {
     /// than 32 channels of 3x3 split (and none run by the direct kernel),
     /// the tiny UNet and VAE decoder give the outputs they give whole.
     #[test]
-    fn split_test_supports_match_whole() {
+    fn split_tiny_networks_match_whole() {
         use crate::engine::{Rewrites, test_support};
         let first_groups =
             |plan: &TypedModel| test_support::count(plan, |n| n.name.contains(".in0"));

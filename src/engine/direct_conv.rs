@@ -543,7 +543,7 @@ impl EvalOp for DirectConv {
         let input = x.try_as_plain_ram()?.as_slice::<f32>()?;
         let weights = self.weights.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = self.bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        // SAFETY: every value is written by exactly one strip before return.
+        // SAFETY: every value is written by exactly one unit before return.
         let mut y =
             unsafe { Tensor::uninitialized::<f32>(&[images, self.outputs, height, width])? };
         // The values do not move until `y` is returned; only the units write
@@ -718,32 +718,14 @@ mod tests {
                 continue;
             }
             assert_eq!(replaced, 1, "case {ix}");
-            let geometry = Geometry {
-                images: case.images,
-                height: case.height,
-                width: case.width,
-            };
-            let op = direct
-                .nodes
-                .iter()
-                .find_map(|n| n.op_as::<DirectConv>())
-                .unwrap();
             for threads in [1, 2] {
-                let units = op.units(&geometry, threads);
                 let executor = match threads {
                     1 => Executor::SingleThread,
                     n => Executor::multithread(n),
                 };
                 let got = run(case, direct.clone(), executor);
-                assert_eq!(expected.len(), got.len());
-                let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-                for (at, (a, b)) in expected.iter().zip(&got).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-5 * scale,
-                        "case {ix}, {threads} threads, {} units, value {at}: {a} vs {b}",
-                        units.len()
-                    );
-                }
+                let what = format!("case {ix}, {threads} threads");
+                crate::engine::test_support::assert_close(&what, &expected, &got);
             }
         }
     }
@@ -778,7 +760,7 @@ mod tests {
     /// The tiny bundle's UNet and VAE decoder give the same outputs with
     /// their convolutions run by the direct kernel as by tract's.
     #[test]
-    fn direct_test_supports_match_tract() {
+    fn direct_tiny_networks_match_tract() {
         use crate::engine::{Rewrites, test_support};
         let direct_nodes =
             |plan: &TypedModel| test_support::count(plan, |n| n.op_is::<DirectConv>());

@@ -653,13 +653,17 @@ mod test_support {
         (values, optimized)
     }
 
-    /// Assert two runs of `network` agree to `1e-5` of the largest value.
-    pub(super) fn assert_close(network: &str, expected: &[f32], got: &[f32]) {
-        assert_eq!(expected.len(), got.len(), "{network}");
+    /// Assert two runs of `what` (a network, a test case) agree value by
+    /// value to `1e-5` of the largest, which must not be zero.
+    pub(super) fn assert_close(what: &str, expected: &[f32], got: &[f32]) {
+        assert_eq!(expected.len(), got.len(), "{what}");
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 0.0, "{network} gives all zeros");
-        for (a, b) in expected.iter().zip(got) {
-            assert!((a - b).abs() <= 1e-5 * scale, "{network}: {a} vs {b}");
+        assert!(scale > 0.0, "{what} gives all zeros");
+        for (at, (a, b)) in expected.iter().zip(got).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{what}, value {at}: {a} vs {b}"
+            );
         }
     }
 }
