@@ -11,7 +11,7 @@
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::{Slice, TypedConcat};
 use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::nn::Softmax;
+use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 /// Score bytes per head and chunk the rewrite aims at (a slice of L2/L3).
 pub const CHUNK_BYTES: usize = 4 << 20;
@@ -36,31 +36,64 @@ pub fn chunk_attention(model: &mut TypedModel, chunk_bytes: usize) -> TractResul
     super::rewrite_each(model, |m, id| find(m, id, chunk_bytes), rewrite)
 }
 
-fn find(model: &TypedModel, softmax: usize, chunk_bytes: usize) -> TractResult<Option<Site>> {
+/// An attention as tract declutters it: a product of queries and keys
+/// (`scores`), a softmax over one of its axes (the keys'), and a product of
+/// the probabilities and the values (`mix`). Node ids.
+pub(super) struct Chain {
+    pub scores: usize,
+    pub mix: usize,
+    /// The scores' axis the softmax runs over.
+    pub keys_axis: usize,
+    /// Which input of `mix` the probabilities are.
+    pub p_slot: usize,
+}
+
+/// The attention whose softmax is node `softmax`, if it is one: a float
+/// softmax over one axis, fed by a two-input product and feeding exactly one
+/// other, neither quantized.
+pub(super) fn find_chain(model: &TypedModel, softmax: usize) -> Option<Chain> {
     let node = &model.nodes[softmax];
-    let Some(op) = node.op_as::<Softmax>() else {
-        return Ok(None);
-    };
-    if op.axes.len() != 1 || node.inputs.len() != 1 || node.outputs[0].successors.len() != 1 {
-        return Ok(None);
+    let op = node.op_as::<Softmax>()?;
+    if op.axes.len() != 1
+        || op.kind != SoftmaxKind::Softmax
+        || op.quant_output_dt.is_some()
+        || node.inputs.len() != 1
+        || node.outputs[0].successors.len() != 1
+    {
+        return None;
     }
-    let keys_axis = op.axes[0];
-    let scores_node = &model.nodes[node.inputs[0].node];
-    let Some(scores_op) = scores_node.op_as::<EinSum>() else {
-        return Ok(None);
-    };
-    if scores_node.inputs.len() != 2 || scores_op.q_params.is_some() {
-        return Ok(None);
+    let scores = &model.nodes[node.inputs[0].node];
+    let scores_op = scores.op_as::<EinSum>()?;
+    if scores.inputs.len() != 2 || scores_op.q_params.is_some() {
+        return None;
     }
     let use_ = node.outputs[0].successors[0];
-    let mix_node = &model.nodes[use_.node];
-    let Some(mix_op) = mix_node.op_as::<EinSum>() else {
+    let mix = &model.nodes[use_.node];
+    let mix_op = mix.op_as::<EinSum>()?;
+    if mix.inputs.len() != 2 || mix_op.q_params.is_some() {
+        return None;
+    }
+    Some(Chain {
+        scores: scores.id,
+        mix: mix.id,
+        keys_axis: op.axes[0],
+        p_slot: use_.slot,
+    })
+}
+
+fn find(model: &TypedModel, softmax: usize, chunk_bytes: usize) -> TractResult<Option<Site>> {
+    let Some(chain) = find_chain(model, softmax) else {
         return Ok(None);
     };
-    if mix_node.inputs.len() != 2 || mix_op.q_params.is_some() {
+    let node = &model.nodes[softmax];
+    let scores_node = &model.nodes[chain.scores];
+    let mix_node = &model.nodes[chain.mix];
+    let (Some(scores_op), Some(mix_op)) =
+        (scores_node.op_as::<EinSum>(), mix_node.op_as::<EinSum>())
+    else {
         return Ok(None);
-    }
-    let p_slot = use_.slot;
+    };
+    let (keys_axis, p_slot) = (chain.keys_axis, chain.p_slot);
     let fact = model.outlet_fact(node.inputs[0])?;
     let Some(shape) = fact.shape.as_concrete() else {
         return Ok(None);

@@ -178,8 +178,8 @@ mod tests {
             |plan: &TypedModel| test_support::count(plan, |n| n.name.contains(".in0"));
         for (network, shapes) in test_support::NETWORKS {
             let rewrites = |split_depth| Rewrites {
-                direct_from_pixels: None,
                 split_depth,
+                ..Rewrites::NONE
             };
             let (whole, plan) = test_support::run(network, shapes, rewrites(usize::MAX));
             assert_eq!(first_groups(&plan), 0, "{network}");

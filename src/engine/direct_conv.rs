@@ -27,7 +27,7 @@
 
 use std::cell::RefCell;
 
-use tract_linalg::multithread::{Executor, current_tract_executor};
+use super::units::{self, SharedOutput};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
@@ -217,7 +217,7 @@ impl DirectConv {
         packed: (&[f32], &[f32]),
         geometry: &Geometry,
         unit: &Unit,
-        output: &OutputPtr,
+        output: &SharedOutput,
     ) {
         let (weights, bias) = packed;
         let Geometry { height, width, .. } = *geometry;
@@ -397,24 +397,6 @@ struct Unit {
     line_rows: usize,
 }
 
-/// The output tensor's values, written by several threads at once.
-struct OutputPtr(*mut f32, usize);
-
-// SAFETY: every thread writes its own units' values only (`run_unit`).
-unsafe impl Sync for OutputPtr {}
-
-impl OutputPtr {
-    /// Copy `values` to `at..at + values.len()`.
-    ///
-    /// # Safety
-    /// No other thread may touch that range meanwhile.
-    unsafe fn write(&self, at: usize, values: &[f32]) {
-        assert!(at + values.len() <= self.1);
-        // SAFETY: in bounds (checked); exclusive per the contract.
-        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len()) };
-    }
-}
-
 /// How a tile's sums begin: the bias (first chunk of input channels) or the
 /// partial sums left by the previous chunks.
 #[derive(Clone, Copy)]
@@ -546,32 +528,16 @@ impl EvalOp for DirectConv {
         // SAFETY: every value is written by exactly one unit before return.
         let mut y =
             unsafe { Tensor::uninitialized::<f32>(&[images, self.outputs, height, width])? };
-        // The values do not move until `y` is returned; only the units write
-        // them meanwhile.
-        let output = {
-            let mut view = y.try_as_plain_ram_mut()?;
-            let values = view.as_slice_mut::<f32>()?;
-            OutputPtr(values.as_mut_ptr(), values.len())
-        };
+        let output = SharedOutput::new(&mut y)?;
         let geometry = Geometry {
             images,
             height,
             width,
         };
-        let executor = current_tract_executor();
-        let threads = match &executor {
-            Executor::MultiThread(pool) => pool.current_num_threads(),
-            _ => 1,
-        };
-        let units = self.units(&geometry, threads);
-        let run = |unit: &Unit| self.run_unit(input, (weights, bias), &geometry, unit, &output);
-        match executor {
-            Executor::MultiThread(pool) => {
-                use rayon::prelude::*;
-                pool.install(|| units.par_iter().for_each(run));
-            }
-            _ => units.iter().for_each(run),
-        }
+        let units = self.units(&geometry, units::thread_count());
+        units::for_each(&units, |unit| {
+            self.run_unit(input, (weights, bias), &geometry, unit, &output)
+        });
         Ok(tvec!(y.into_tvalue()))
     }
 }
@@ -602,7 +568,7 @@ impl TypedOp for DirectConv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_linalg::multithread::multithread_tract_scope;
+    use tract_linalg::multithread::{Executor, multithread_tract_scope};
 
     /// One convolution to check: kernel side, channels in and out, images,
     /// height, width, and whether the bias is one value for all channels.
@@ -767,7 +733,7 @@ mod tests {
         for (network, shapes) in test_support::NETWORKS {
             let rewrites = |direct_from_pixels| Rewrites {
                 direct_from_pixels,
-                split_depth: usize::MAX,
+                ..Rewrites::NONE
             };
             let (expected, plan) = test_support::run(network, shapes, rewrites(None));
             assert_eq!(direct_nodes(&plan), 0, "{network}");

@@ -25,8 +25,10 @@ use crate::error::{Error, ModelFault, Result};
 mod attention;
 mod conv_split;
 mod direct_conv;
+mod fused_attention;
 mod large_blocks;
 mod prelu;
+mod units;
 
 pub use large_blocks::{LargeBlocks, large_blocks_in_use};
 
@@ -489,6 +491,9 @@ pub fn optimize(model: InferenceModel, stage: &str) -> TractResult<TypedModel> {
 /// programs, one at a time in the tests that check each against tract.
 #[derive(Debug, Clone, Copy)]
 struct Rewrites {
+    /// Run attentions as one op each where the CPU has the kernel
+    /// (`fused_attention.rs`); the others are chunked (`attention.rs`).
+    fuse_attention: bool,
     /// Run convolutions over images of at least this many pixels by the
     /// direct kernel; `None`: none.
     direct_from_pixels: Option<usize>,
@@ -497,8 +502,17 @@ struct Rewrites {
 
 impl Rewrites {
     const ALL: Rewrites = Rewrites {
+        fuse_attention: true,
         direct_from_pixels: Some(direct_conv::MIN_PIXELS),
         split_depth: conv_split::MAX_DEPTH,
+    };
+
+    /// tract's own ops throughout (attentions still chunked).
+    #[cfg(test)]
+    const NONE: Rewrites = Rewrites {
+        fuse_attention: false,
+        direct_from_pixels: None,
+        split_depth: usize::MAX,
     };
 }
 
@@ -510,6 +524,12 @@ fn optimize_with(
     KnobScope::new(KNOBS)?.enter(|| {
         let mut typed = model.into_typed()?;
         typed.declutter()?;
+        if rewrites.fuse_attention {
+            let fused = fused_attention::fuse_attention(&mut typed)?;
+            if fused > 0 {
+                log::info!("{stage}: {fused} attentions fused");
+            }
+        }
         let chunked = attention::chunk_attention(&mut typed, attention::CHUNK_BYTES)?;
         if chunked > 0 {
             log::info!("{stage}: {chunked} attentions run in query chunks");
