@@ -12,7 +12,10 @@ ones it really runs (for example `Conv` in NCHWc form on AVX2 machines).
 
 With `--conv OUT CHANNELS HEIGHT WIDTH` it instead writes OUT, an ONNX file of
 one 3x3 convolution (CHANNELS in and out, "same" padding, random weights), to
-time one layer in both engines. Needs numpy, onnx and onnxruntime.
+time one layer in both engines; with `--attention OUT TOKENS KEYS FEATURES`
+one attention as diffusers exports it (inputs Q `[2, TOKENS, 8, FEATURES]`,
+K and V `[2, KEYS, 8, FEATURES]`; transposes, MatMul, Softmax, MatMul).
+Needs numpy, onnx and onnxruntime.
 """
 import argparse
 import collections
@@ -38,6 +41,30 @@ def write_conv(path, channels, height, width):
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
         [weights, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def write_attention(path, tokens, keys, features):
+    import onnx
+    from onnx import TensorProto, helper
+
+    def value(name, rows):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, rows, 8, features])
+
+    nodes = [
+        helper.make_node("Transpose", ["q"], ["qt"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v"], ["vt"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["qt", "kt"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "vt"], ["o"]),
+        helper.make_node("Transpose", ["o"], ["y"], perm=[0, 2, 1, 3]),
+    ]
+    graph = helper.make_graph(
+        nodes, "attention",
+        [value("q", tokens), value("k", keys), value("v", keys)], [value("y", tokens)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)
@@ -86,13 +113,18 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--conv", nargs=4, metavar=("OUT", "CHANNELS", "HEIGHT", "WIDTH"))
+    parser.add_argument("--attention", nargs=4, metavar=("OUT", "TOKENS", "KEYS", "FEATURES"))
     args = parser.parse_args()
+    if args.attention:
+        out, tokens, keys, features = args.attention
+        write_attention(out, int(tokens), int(keys), int(features))
+        return
     if args.conv:
         out, channels, height, width = args.conv
         write_conv(out, int(channels), int(height), int(width))
         return
     if not args.model:
-        parser.error("a model (or --conv)")
+        parser.error("a model (or --conv, --attention)")
     profile(args.model, args.shapes, args.threads, args.nodes)
 
 
