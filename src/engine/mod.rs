@@ -478,7 +478,8 @@ pub fn release_free_memory() {
 }
 
 /// Turn a parsed graph with concrete input shapes into the plan tract runs:
-/// typed and decluttered, attention chunked (`attention.rs`), 3x3 and 1x1
+/// typed and decluttered, attention fused into one op where the CPU has its
+/// kernel (`fused_attention.rs`) and chunked elsewhere (`attention.rs`), 3x3 and 1x1
 /// convolutions run by our direct kernel where the CPU has one
 /// (`direct_conv.rs`), the other deep convolutions split by input channel
 /// (`conv_split.rs`), optimized under [`KNOBS`]. Public for
@@ -487,8 +488,8 @@ pub fn optimize(model: InferenceModel, stage: &str) -> TractResult<TypedModel> {
     optimize_with(model, stage, Rewrites::ALL)
 }
 
-/// Which of our convolution rewrites a plan gets: all of them in the
-/// programs, one at a time in the tests that check each against tract.
+/// Which of our rewrites a plan gets: all of them in the programs, one at a
+/// time in the tests that check each against tract.
 #[derive(Debug, Clone, Copy)]
 struct Rewrites {
     /// Run attentions as one op each where the CPU has the kernel
