@@ -193,6 +193,8 @@ fn rewrite(model: &mut TypedModel, site: &Site) -> TractResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::test_support;
+    use tract_linalg::multithread::Executor;
 
     /// diffusers' attention as tract declutters it: Q, K, V `[a, m, b, k]`.
     fn attention_model() -> TypedModel {
@@ -201,17 +203,8 @@ mod tests {
         let q = model.add_source("q", fact.clone()).unwrap();
         let k = model.add_source("k", fact.clone()).unwrap();
         let v = model.add_source("v", fact).unwrap();
-        let scores = EinSum::new("ambk,anbk->abmn".parse().unwrap(), f32::datum_type());
-        let s = model.wire_node("scores", scores, &[q, k]).unwrap();
-        let softmax = Softmax {
-            axes: tvec!(3),
-            quant_output_dt: None,
-            kind: Default::default(),
-        };
-        let p = model.wire_node("softmax", softmax, &s).unwrap();
-        let mix = EinSum::new("abmk,akbn->ambn".parse().unwrap(), f32::datum_type());
-        let out = model.wire_node("mix", mix, &[p[0], v]).unwrap();
-        model.select_output_outlets(&out).unwrap();
+        let out = test_support::wire_attention(&mut model, [q, k, v]);
+        model.select_output_outlets(&[out]).unwrap();
         model
     }
 
@@ -223,11 +216,8 @@ mod tests {
                 .unwrap()
                 .into_tvalue()
         };
-        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-        let out = plan.run(tvec!(input(0.0), input(1.0), input(2.0))).unwrap();
-        crate::engine::Tensor::from_tract(&out[0])
-            .unwrap()
-            .into_f32()
+        let inputs = tvec!(input(0.0), input(1.0), input(2.0));
+        test_support::run_plan(model, inputs, Executor::SingleThread)
     }
 
     #[test]

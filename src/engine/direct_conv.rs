@@ -568,7 +568,7 @@ impl TypedOp for DirectConv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_linalg::multithread::{Executor, multithread_tract_scope};
+    use tract_linalg::multithread::Executor;
 
     /// One convolution to check: kernel side, channels in and out, images,
     /// height, width, and whether the bias is one value for all channels.
@@ -622,12 +622,7 @@ mod tests {
         let input = tensor1(&values(len, 3.0))
             .into_shape(&[case.images, case.inputs, case.height, case.width])
             .unwrap();
-        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-        let out =
-            multithread_tract_scope(executor, || plan.run(tvec!(input.into_tvalue()))).unwrap();
-        crate::engine::Tensor::from_tract(&out[0])
-            .unwrap()
-            .into_f32()
+        crate::engine::test_support::run_plan(model, tvec!(input.into_tvalue()), executor)
     }
 
     /// Every path of the kernel against tract's convolution: 3x3 and 1x1,

@@ -768,8 +768,8 @@ impl TypedOp for FusedAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_linalg::multithread::{Executor, multithread_tract_scope};
-    use tract_onnx::tract_core::ops::nn::Softmax;
+    use crate::engine::test_support;
+    use tract_linalg::multithread::Executor;
 
     fn values(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
@@ -795,26 +795,9 @@ mod tests {
             let tensor = tensor1(&values(len, ix as f32)).into_shape(&shape).unwrap();
             inputs.push(tensor.into_tvalue());
         }
-        let scores = EinSum::new("ambk,anbk->abmn".parse().unwrap(), f32::datum_type());
-        let s = model.wire_node("scores", scores, &wires[..2]).unwrap();
-        let softmax = Softmax {
-            axes: tvec!(3),
-            quant_output_dt: None,
-            kind: Default::default(),
-        };
-        let p = model.wire_node("softmax", softmax, &s).unwrap();
-        let mix = EinSum::new("abmk,akbn->ambn".parse().unwrap(), f32::datum_type());
-        let out = model.wire_node("mix", mix, &[p[0], wires[2]]).unwrap();
-        model.select_output_outlets(&out).unwrap();
+        let out = test_support::wire_attention(&mut model, [wires[0], wires[1], wires[2]]);
+        model.select_output_outlets(&[out]).unwrap();
         (model, inputs)
-    }
-
-    fn run(model: TypedModel, inputs: TVec<TValue>, executor: Executor) -> Vec<f32> {
-        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-        let out = multithread_tract_scope(executor, || plan.run(inputs)).unwrap();
-        crate::engine::Tensor::from_tract(&out[0])
-            .unwrap()
-            .into_f32()
     }
 
     /// The fused op against tract's products and softmax: query rows that
@@ -837,7 +820,8 @@ mod tests {
         ];
         for shape in cases {
             let (model, inputs) = attention_model(shape);
-            let expected = run(model.clone(), inputs.clone(), Executor::SingleThread);
+            let expected =
+                test_support::run_plan(model.clone(), inputs.clone(), Executor::SingleThread);
             let mut fused = model;
             let replaced = fuse_attention(&mut fused).unwrap();
             if !available() {
@@ -850,9 +834,9 @@ mod tests {
                     1 => Executor::SingleThread,
                     n => Executor::multithread(n),
                 };
-                let got = run(fused.clone(), inputs.clone(), executor);
+                let got = test_support::run_plan(fused.clone(), inputs.clone(), executor);
                 let what = format!("{shape:?}, {threads} threads");
-                crate::engine::test_support::assert_close(&what, &expected, &got);
+                test_support::assert_close(&what, &expected, &got);
             }
         }
     }
@@ -861,7 +845,7 @@ mod tests {
     /// fused as with tract's ops.
     #[test]
     fn fused_tiny_unet_matches_tract() {
-        use crate::engine::{Rewrites, test_support};
+        use crate::engine::Rewrites;
         let (network, shapes) = test_support::NETWORKS[0];
         let fused_nodes =
             |plan: &TypedModel| test_support::count(plan, |n| n.op_is::<FusedAttention>());

@@ -600,8 +600,40 @@ pub fn node_multiply_adds(model: &TypedModel, node: &TypedNode) -> Option<u64> {
 #[cfg(test)]
 mod test_support {
     use std::path::Path;
+    use tract_linalg::multithread::{Executor, multithread_tract_scope};
     use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    use tract_onnx::tract_core::ops::nn::Softmax;
     use tract_onnx::tract_hir::infer::Factoid;
+
+    /// diffusers' attention as tract declutters it, over Q, K and V `[a, m,
+    /// b, k]` (batch, tokens, heads, features): scores, their softmax over
+    /// the keys, the product with the values.
+    pub(super) fn wire_attention(model: &mut TypedModel, qkv: [OutletId; 3]) -> OutletId {
+        let [q, k, v] = qkv;
+        let scores = EinSum::new("ambk,anbk->abmn".parse().unwrap(), f32::datum_type());
+        let s = model.wire_node("scores", scores, &[q, k]).unwrap();
+        let softmax = Softmax {
+            axes: tvec!(3),
+            quant_output_dt: None,
+            kind: Default::default(),
+        };
+        let p = model.wire_node("softmax", softmax, &s).unwrap();
+        let mix = EinSum::new("abmk,akbn->ambn".parse().unwrap(), f32::datum_type());
+        model.wire_node("mix", mix, &[p[0], v]).unwrap()[0]
+    }
+
+    /// `model` optimized and run on `inputs` under `executor`: its first
+    /// output.
+    pub(super) fn run_plan(
+        model: TypedModel,
+        inputs: TVec<TValue>,
+        executor: Executor,
+    ) -> Vec<f32> {
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let out = multithread_tract_scope(executor, || plan.run(inputs)).unwrap();
+        super::Tensor::from_tract(&out[0]).unwrap().into_f32()
+    }
 
     /// A float NCHW convolution with a square kernel of odd `size`, padded to
     /// keep the image size, stride 1, one group, OIHW weights.
