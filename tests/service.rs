@@ -438,8 +438,11 @@ async fn cancel_takes_effect_within_one_step_and_a_full_queue_says_so() {
         assert!(Instant::now() < deadline, "the job never reached step 3");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let step_at_cancel = job.step().await.expect("Step");
     job.cancel().await.expect("Cancel");
+    // Read once the service has taken the cancel: a step takes a few
+    // milliseconds on the tiny bundle, so a read before the call could be
+    // several steps behind by the time the call arrives.
+    let step_at_cancel = job.step().await.expect("Step");
     let seen = follow(&mut signals, first.as_str(), Duration::from_secs(30)).await;
     let (ok, detail) = seen.finished.expect("finished");
     assert!(!ok);

@@ -88,70 +88,117 @@ struct Site {
 }
 
 fn find(model: &TypedModel, id: usize, min_pixels: usize) -> TractResult<Option<Site>> {
-    let node = &model.nodes[id];
-    let Some(conv) = node.op_as::<Conv>() else {
+    let Some(conv) = SameSizeConv::at(model, id)? else {
         return Ok(None);
     };
-    let spec = &conv.pool_spec;
-    if conv.q_params.is_some()
-        || conv.group != 1
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || node.inputs.len() != 3
-        || spec.data_format != DataFormat::NCHW
-        || spec.kernel_shape.len() != 2
-        || spec.strides.iter().flatten().any(|&s| s != 1)
-        || spec.dilations.iter().flatten().any(|&d| d != 1)
-    {
+    if conv.pixels < min_pixels {
         return Ok(None);
     }
-    let size = spec.kernel_shape[0];
-    if spec.kernel_shape[1] != size || !(size == 1 || size == 3) {
-        return Ok(None);
-    }
-    let border = size / 2;
-    let same_size = match &spec.padding {
-        PaddingSpec::Explicit(before, after) | PaddingSpec::ExplicitOnnxPool(before, after, _) => {
-            before.iter().chain(after).all(|&p| p == border)
-        }
-        PaddingSpec::Valid => border == 0,
-        PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
-    };
-    let input = model.outlet_fact(node.inputs[0])?;
-    let kernel = model.outlet_fact(node.inputs[1])?;
-    let bias = model.outlet_fact(node.inputs[2])?;
-    let large = input
-        .shape
-        .as_concrete()
-        .is_some_and(|s| s.len() == 4 && s[2] * s[3] >= min_pixels);
-    if !same_size
-        || !large
-        || input.datum_type != f32::datum_type()
-        || kernel.datum_type != f32::datum_type()
-        || bias.datum_type != f32::datum_type()
-    {
-        return Ok(None);
-    }
-    let (Some(kernel), Some(bias)) = (&kernel.konst, &bias.konst) else {
-        return Ok(None);
-    };
-    let (inputs, outputs) = (spec.input_channels, spec.output_channels);
-    if inputs == 0
-        || outputs == 0
-        || kernel.shape() != [outputs, inputs, size, size]
-        || !(bias.len() == 1 || bias.len() == outputs)
-    {
-        return Ok(None);
-    }
-    let op = DirectConv::new(kernel, bias)?;
+    let op = DirectConv::new(conv.kernel, conv.bias)?;
     Ok(Some(Site { conv: id, op }))
 }
 
 fn rewrite(model: &mut TypedModel, site: &Site) -> TractResult<()> {
-    let node = &model.nodes[site.conv];
-    let mut patch = TypedModelPatch::new(format!("direct convolution {}", node.name));
+    replace_conv(model, site.conv, site.op.clone())
+}
+
+/// A convolution our kernels take (this one's and `winograd.rs`'s): float,
+/// NCHW, a 3x3 ("same" padding) or 1x1 kernel, stride and dilation 1, one
+/// group, constant weights and bias, an input shape known when planned.
+pub(super) struct SameSizeConv<'a> {
+    /// The kernel's side, 1 or 3.
+    pub size: usize,
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Height times width of the input.
+    pub pixels: usize,
+    /// OIHW.
+    pub kernel: &'a Tensor,
+    /// One value, or one per output channel.
+    pub bias: &'a Tensor,
+}
+
+impl<'a> SameSizeConv<'a> {
+    /// Node `id` of `model`, if it is such a convolution.
+    pub fn at(model: &'a TypedModel, id: usize) -> TractResult<Option<SameSizeConv<'a>>> {
+        let node = &model.nodes[id];
+        let Some(conv) = node.op_as::<Conv>() else {
+            return Ok(None);
+        };
+        let spec = &conv.pool_spec;
+        if conv.q_params.is_some()
+            || conv.group != 1
+            || conv.kernel_fmt != KernelFormat::OIHW
+            || node.inputs.len() != 3
+            || spec.data_format != DataFormat::NCHW
+            || spec.kernel_shape.len() != 2
+            || spec.strides.iter().flatten().any(|&s| s != 1)
+            || spec.dilations.iter().flatten().any(|&d| d != 1)
+        {
+            return Ok(None);
+        }
+        let size = spec.kernel_shape[0];
+        if spec.kernel_shape[1] != size || !(size == 1 || size == 3) {
+            return Ok(None);
+        }
+        let border = size / 2;
+        let same_size = match &spec.padding {
+            PaddingSpec::Explicit(before, after)
+            | PaddingSpec::ExplicitOnnxPool(before, after, _) => {
+                before.iter().chain(after).all(|&p| p == border)
+            }
+            PaddingSpec::Valid => border == 0,
+            PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
+        };
+        let input = model.outlet_fact(node.inputs[0])?;
+        let kernel = model.outlet_fact(node.inputs[1])?;
+        let bias = model.outlet_fact(node.inputs[2])?;
+        let pixels = match input.shape.as_concrete() {
+            Some(&[_, _, height, width]) => height * width,
+            _ => return Ok(None),
+        };
+        if !same_size
+            || input.datum_type != f32::datum_type()
+            || kernel.datum_type != f32::datum_type()
+            || bias.datum_type != f32::datum_type()
+        {
+            return Ok(None);
+        }
+        let (Some(kernel), Some(bias)) = (&kernel.konst, &bias.konst) else {
+            return Ok(None);
+        };
+        let (inputs, outputs) = (spec.input_channels, spec.output_channels);
+        if inputs == 0
+            || outputs == 0
+            || kernel.shape() != [outputs, inputs, size, size]
+            || !(bias.len() == 1 || bias.len() == outputs)
+        {
+            return Ok(None);
+        }
+        Ok(Some(SameSizeConv {
+            size,
+            inputs,
+            outputs,
+            pixels,
+            kernel,
+            bias,
+        }))
+    }
+}
+
+/// Put `op` (taking the image, giving the convolution's output) in place
+/// of convolution node `conv`.
+pub(super) fn replace_conv(
+    model: &mut TypedModel,
+    conv: usize,
+    op: impl TypedOp,
+) -> TractResult<()> {
+    let node = &model.nodes[conv];
+    let mut patch = TypedModelPatch::new(format!("{} for {}", op.name(), node.name));
     let x = patch.tap_model(model, node.inputs[0])?;
-    let y = patch.wire_node(format!("{}.direct", node.name), site.op.clone(), &[x])?[0];
-    patch.shunt_outside(model, OutletId::new(site.conv, 0), y)?;
+    let name = format!("{}.{}", node.name, op.name().to_lowercase());
+    let y = patch.wire_node(name, op, &[x])?[0];
+    patch.shunt_outside(model, OutletId::new(conv, 0), y)?;
     patch.apply(model)
 }
 
@@ -568,62 +615,7 @@ impl TypedOp for DirectConv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_linalg::multithread::Executor;
-
-    /// One convolution to check: kernel side, channels in and out, images,
-    /// height, width, and whether the bias is one value for all channels.
-    struct Case {
-        size: usize,
-        inputs: usize,
-        outputs: usize,
-        images: usize,
-        height: usize,
-        width: usize,
-        one_bias: bool,
-    }
-
-    fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
-    }
-
-    /// The case as tract's own convolution.
-    fn conv_model(case: &Case) -> TypedModel {
-        let Case {
-            size,
-            inputs,
-            outputs,
-            images,
-            height,
-            width,
-            ..
-        } = *case;
-        let mut model = TypedModel::default();
-        let x = model
-            .add_source("x", f32::fact([images, inputs, height, width]))
-            .unwrap();
-        let kernel = tensor1(&values(outputs * inputs * size * size, 1.0))
-            .into_shape(&[outputs, inputs, size, size])
-            .unwrap();
-        let kernel = model.add_const("kernel", kernel).unwrap();
-        let bias = if case.one_bias {
-            tensor0(0.75f32)
-        } else {
-            tensor1(&values(outputs, 2.0))
-        };
-        let bias = model.add_const("bias", bias).unwrap();
-        let conv = crate::engine::test_support::same_size_conv(size, inputs, outputs);
-        let out = model.wire_node("conv", conv, &[x, kernel, bias]).unwrap();
-        model.select_output_outlets(&out).unwrap();
-        model
-    }
-
-    fn run(case: &Case, model: TypedModel, executor: Executor) -> Vec<f32> {
-        let len = case.images * case.inputs * case.height * case.width;
-        let input = tensor1(&values(len, 3.0))
-            .into_shape(&[case.images, case.inputs, case.height, case.width])
-            .unwrap();
-        crate::engine::test_support::run_plan(model, tvec!(input.into_tvalue()), executor)
-    }
+    use crate::engine::test_support::{ConvCase as Case, check_conv_rewrite, values};
 
     /// Every path of the kernel against tract's convolution: 3x3 and 1x1,
     /// channel counts that leave a partial chunk of inputs and a partial
@@ -670,25 +662,7 @@ mod tests {
                 one_bias: true,
             },
         ];
-        for (ix, case) in cases.iter().enumerate() {
-            let expected = run(case, conv_model(case), Executor::SingleThread);
-            let mut direct = conv_model(case);
-            let replaced = replace_convolutions(&mut direct, 1).unwrap();
-            if !available() {
-                assert_eq!(replaced, 0, "case {ix}: no direct kernel on this CPU");
-                continue;
-            }
-            assert_eq!(replaced, 1, "case {ix}");
-            for threads in [1, 2] {
-                let executor = match threads {
-                    1 => Executor::SingleThread,
-                    n => Executor::multithread(n),
-                };
-                let got = run(case, direct.clone(), executor);
-                let what = format!("case {ix}, {threads} threads");
-                crate::engine::test_support::assert_close(&what, &expected, &got);
-            }
-        }
+        check_conv_rewrite(&cases, available(), |m| replace_convolutions(m, 1));
     }
 
     /// The unit split covers every row and output block exactly once.

@@ -29,12 +29,9 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::attention::{Chain, find_chain};
+use super::product_tile::{COLUMNS, ROWS, tile};
 use super::units::{self, SharedOutput};
 
-/// Query rows one tile computes (six broadcast values a step).
-const ROWS: usize = 6;
-/// Keys (scores) or features (output) one tile computes: two AVX vectors.
-const COLUMNS: usize = 16;
 /// Bytes of keys and values one chunk of keys brings: they stay in L2
 /// while every row group of a unit goes over them.
 const CHUNK_BYTES: usize = 320 << 10;
@@ -437,46 +434,6 @@ impl FusedAttention {
     }
 }
 
-/// `c[r][0..16] (+)= sum over s < depth of a[r][s] * b[s][0..16]` for the
-/// first `rows` (1 to 6) rows: `a` and `c` are rows at a stride, `b` packed
-/// 16 wide; `accumulate` adds to `c` instead of overwriting it. Panics if a
-/// slice is too short.
-fn tile(
-    rows: usize,
-    depth: usize,
-    a: (&[f32], usize),
-    b: &[f32],
-    c: (&mut [f32], usize),
-    accumulate: bool,
-) {
-    let ((a, lda), (c, ldc)) = (a, c);
-    assert!(
-        (1..=ROWS).contains(&rows)
-            && a.len() >= (rows - 1) * lda + depth
-            && b.len() >= depth * COLUMNS
-            && c.len() >= (rows - 1) * ldc + COLUMNS
-    );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the lengths were checked above; `available()` held when the op
-    // was made.
-    unsafe {
-        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-        match rows {
-            1 => avx2::tile::<1>(depth, a, lda, b, c, ldc, accumulate),
-            2 => avx2::tile::<2>(depth, a, lda, b, c, ldc, accumulate),
-            3 => avx2::tile::<3>(depth, a, lda, b, c, ldc, accumulate),
-            4 => avx2::tile::<4>(depth, a, lda, b, c, ldc, accumulate),
-            5 => avx2::tile::<5>(depth, a, lda, b, c, ldc, accumulate),
-            _ => avx2::tile::<6>(depth, a, lda, b, c, ldc, accumulate),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (depth, a, lda, b, c, ldc, accumulate);
-        unreachable!("the fused attention runs on x86_64 only");
-    }
-}
-
 /// The largest value of a row (not empty).
 fn row_max(row: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -511,7 +468,6 @@ fn exp_sum(row: &mut [f32], max: f32) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::COLUMNS;
     use std::arch::x86_64::*;
 
     /// [`super::row_max`]: eight lanes, then the tail one by one.
@@ -601,49 +557,6 @@ mod avx2 {
         // SAFETY: eight values.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(sums[0], sums[1])) };
         lanes.iter().chain(&spread[..tail.len()]).sum()
-    }
-
-    /// [`super::tile`] for `R` rows: `2 R` accumulators, two vectors of `b`
-    /// and one broadcast of `a` a step.
-    ///
-    /// # Safety
-    /// AVX2 and FMA present; `a` holds `R` rows of `depth` values at stride
-    /// `lda`, `b` `depth` x 16 values, `c` `R` rows of 16 at stride `ldc`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile<const R: usize>(
-        depth: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: the caller keeps every pointer below in bounds.
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; R];
-            if accumulate {
-                for (r, lanes) in acc.iter_mut().enumerate() {
-                    *lanes = [
-                        _mm256_loadu_ps(c.add(r * ldc)),
-                        _mm256_loadu_ps(c.add(r * ldc + 8)),
-                    ];
-                }
-            }
-            for s in 0..depth {
-                let b0 = _mm256_loadu_ps(b.add(s * COLUMNS));
-                let b1 = _mm256_loadu_ps(b.add(s * COLUMNS + 8));
-                for (r, lanes) in acc.iter_mut().enumerate() {
-                    let w = _mm256_broadcast_ss(&*a.add(r * lda + s));
-                    lanes[0] = _mm256_fmadd_ps(w, b0, lanes[0]);
-                    lanes[1] = _mm256_fmadd_ps(w, b1, lanes[1]);
-                }
-            }
-            for (r, lanes) in acc.iter().enumerate() {
-                _mm256_storeu_ps(c.add(r * ldc), lanes[0]);
-                _mm256_storeu_ps(c.add(r * ldc + 8), lanes[1]);
-            }
-        }
     }
 }
 

@@ -28,7 +28,9 @@ mod direct_conv;
 mod fused_attention;
 mod large_blocks;
 mod prelu;
+mod product_tile;
 mod units;
+mod winograd;
 
 pub use large_blocks::{LargeBlocks, large_blocks_in_use};
 
@@ -498,6 +500,10 @@ struct Rewrites {
     /// Run convolutions over images of at least this many pixels by the
     /// direct kernel; `None`: none.
     direct_from_pixels: Option<usize>,
+    /// Run 3x3 convolutions of enough channels by Winograd's transform
+    /// where the CPU has the kernel (`winograd.rs`), before the direct
+    /// kernel takes the rest.
+    winograd: bool,
     split_depth: usize,
 }
 
@@ -505,6 +511,7 @@ impl Rewrites {
     const ALL: Rewrites = Rewrites {
         fuse_attention: true,
         direct_from_pixels: Some(direct_conv::MIN_PIXELS),
+        winograd: true,
         split_depth: conv_split::MAX_DEPTH,
     };
 
@@ -513,6 +520,7 @@ impl Rewrites {
     const NONE: Rewrites = Rewrites {
         fuse_attention: false,
         direct_from_pixels: None,
+        winograd: false,
         split_depth: usize::MAX,
     };
 }
@@ -534,6 +542,12 @@ fn optimize_with(
         let chunked = attention::chunk_attention(&mut typed, attention::CHUNK_BYTES)?;
         if chunked > 0 {
             log::info!("{stage}: {chunked} attentions run in query chunks");
+        }
+        if rewrites.winograd {
+            let winograd = winograd::replace_convolutions(&mut typed)?;
+            if winograd > 0 {
+                log::info!("{stage}: {winograd} convolutions run by Winograd's transform");
+            }
         }
         if let Some(min_pixels) = rewrites.direct_from_pixels {
             let direct = direct_conv::replace_convolutions(&mut typed, min_pixels)?;
@@ -658,6 +672,93 @@ mod test_support {
             kernel_fmt: KernelFormat::OIHW,
             group: 1,
             q_params: None,
+        }
+    }
+
+    /// One convolution to check: kernel side, channels in and out, images,
+    /// height, width, and whether the bias is one value for all channels.
+    #[derive(Clone, Copy)]
+    pub(super) struct ConvCase {
+        pub size: usize,
+        pub inputs: usize,
+        pub outputs: usize,
+        pub images: usize,
+        pub height: usize,
+        pub width: usize,
+        pub one_bias: bool,
+    }
+
+    /// `n` test values between -1 and 1, different for each `seed`.
+    pub(super) fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
+    }
+
+    /// The case as tract's own convolution.
+    pub(super) fn conv_model(case: &ConvCase) -> TypedModel {
+        let ConvCase {
+            size,
+            inputs,
+            outputs,
+            images,
+            height,
+            width,
+            ..
+        } = *case;
+        let mut model = TypedModel::default();
+        let x = model
+            .add_source("x", f32::fact([images, inputs, height, width]))
+            .unwrap();
+        let kernel = tensor1(&values(outputs * inputs * size * size, 1.0))
+            .into_shape(&[outputs, inputs, size, size])
+            .unwrap();
+        let kernel = model.add_const("kernel", kernel).unwrap();
+        let bias = if case.one_bias {
+            tensor0(0.75f32)
+        } else {
+            tensor1(&values(outputs, 2.0))
+        };
+        let bias = model.add_const("bias", bias).unwrap();
+        let conv = same_size_conv(size, inputs, outputs);
+        let out = model.wire_node("conv", conv, &[x, kernel, bias]).unwrap();
+        model.select_output_outlets(&out).unwrap();
+        model
+    }
+
+    /// The case's `model` run under `executor` on fixed input.
+    pub(super) fn run_conv(case: &ConvCase, model: TypedModel, executor: Executor) -> Vec<f32> {
+        let len = case.images * case.inputs * case.height * case.width;
+        let input = tensor1(&values(len, 3.0))
+            .into_shape(&[case.images, case.inputs, case.height, case.width])
+            .unwrap();
+        run_plan(model, tvec!(input.into_tvalue()), executor)
+    }
+
+    /// Each case's convolution, rewritten by `replace` (which returns how
+    /// many it replaced), against tract's on one thread and two; where the
+    /// CPU lacks the kernel (`available` false) nothing may be replaced.
+    pub(super) fn check_conv_rewrite(
+        cases: &[ConvCase],
+        available: bool,
+        replace: impl Fn(&mut TypedModel) -> TractResult<usize>,
+    ) {
+        for (ix, case) in cases.iter().enumerate() {
+            let expected = run_conv(case, conv_model(case), Executor::SingleThread);
+            let mut rewritten = conv_model(case);
+            let replaced = replace(&mut rewritten).unwrap();
+            if !available {
+                assert_eq!(replaced, 0, "case {ix}: no kernel on this CPU");
+                continue;
+            }
+            assert_eq!(replaced, 1, "case {ix}");
+            for threads in [1, 2] {
+                let executor = match threads {
+                    1 => Executor::SingleThread,
+                    n => Executor::multithread(n),
+                };
+                let got = run_conv(case, rewritten.clone(), executor);
+                let what = format!("case {ix}, {threads} threads");
+                assert_close(&what, &expected, &got);
+            }
         }
     }
 

@@ -1,0 +1,100 @@
+//! One tile of a matrix product, six rows by 16 columns in AVX2 registers:
+//! the inner loop of the fused attention (`fused_attention.rs`) and of the
+//! Winograd convolution (`winograd.rs`). `a` is read where it lies (rows at
+//! a stride, one value broadcast a step), `b` packed in panels of 16
+//! columns, so each step is two vector loads, six broadcasts and twelve
+//! fused multiply-adds.
+
+/// Rows one tile computes (six broadcast values a step).
+pub(super) const ROWS: usize = 6;
+/// Columns one tile computes: two AVX vectors.
+pub(super) const COLUMNS: usize = 16;
+
+/// `c[r][0..16] (+)= sum over s < depth of a[r][s] * b[s][0..16]` for the
+/// first `rows` (1 to 6) rows: `a` and `c` are rows at a stride, `b` packed
+/// 16 wide; `accumulate` adds to `c` instead of overwriting it. Panics if a
+/// slice is too short.
+pub(super) fn tile(
+    rows: usize,
+    depth: usize,
+    a: (&[f32], usize),
+    b: &[f32],
+    c: (&mut [f32], usize),
+    accumulate: bool,
+) {
+    let ((a, lda), (c, ldc)) = (a, c);
+    assert!(
+        (1..=ROWS).contains(&rows)
+            && a.len() >= (rows - 1) * lda + depth
+            && b.len() >= depth * COLUMNS
+            && c.len() >= (rows - 1) * ldc + COLUMNS
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the lengths were checked above; `available()` held when the op
+    // was made.
+    unsafe {
+        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        match rows {
+            1 => avx2::tile::<1>(depth, a, lda, b, c, ldc, accumulate),
+            2 => avx2::tile::<2>(depth, a, lda, b, c, ldc, accumulate),
+            3 => avx2::tile::<3>(depth, a, lda, b, c, ldc, accumulate),
+            4 => avx2::tile::<4>(depth, a, lda, b, c, ldc, accumulate),
+            5 => avx2::tile::<5>(depth, a, lda, b, c, ldc, accumulate),
+            _ => avx2::tile::<6>(depth, a, lda, b, c, ldc, accumulate),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (depth, a, lda, b, c, ldc, accumulate);
+        unreachable!("the product tile runs on x86_64 only");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::COLUMNS;
+    use std::arch::x86_64::*;
+
+    /// [`super::tile`] for `R` rows: `2 R` accumulators, two vectors of `b`
+    /// and one broadcast of `a` a step.
+    ///
+    /// # Safety
+    /// AVX2 and FMA present; `a` holds `R` rows of `depth` values at stride
+    /// `lda`, `b` `depth` x 16 values, `c` `R` rows of 16 at stride `ldc`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile<const R: usize>(
+        depth: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: the caller keeps every pointer below in bounds.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            if accumulate {
+                for (r, lanes) in acc.iter_mut().enumerate() {
+                    *lanes = [
+                        _mm256_loadu_ps(c.add(r * ldc)),
+                        _mm256_loadu_ps(c.add(r * ldc + 8)),
+                    ];
+                }
+            }
+            for s in 0..depth {
+                let b0 = _mm256_loadu_ps(b.add(s * COLUMNS));
+                let b1 = _mm256_loadu_ps(b.add(s * COLUMNS + 8));
+                for (r, lanes) in acc.iter_mut().enumerate() {
+                    let w = _mm256_broadcast_ss(&*a.add(r * lda + s));
+                    lanes[0] = _mm256_fmadd_ps(w, b0, lanes[0]);
+                    lanes[1] = _mm256_fmadd_ps(w, b1, lanes[1]);
+                }
+            }
+            for (r, lanes) in acc.iter().enumerate() {
+                _mm256_storeu_ps(c.add(r * ldc), lanes[0]);
+                _mm256_storeu_ps(c.add(r * ldc + 8), lanes[1]);
+            }
+        }
+    }
+}
