@@ -21,7 +21,10 @@
 //! Only float convolutions with a 3x3 ("same" padding) or 1x1 kernel, stride
 //! and dilation 1, one group and constant weights, over images of at least
 //! [`MIN_PIXELS`], are replaced; the rest stay tract's (and may be split by
-//! `conv_split.rs`). Other CPUs (the board's arm64 cores, where tract's own
+//! `conv_split.rs`). The 3x3 ones with 16 channels and more in and out go to
+//! Winograd's transform first (`winograd.rs`, fewer multiplies); this kernel
+//! keeps the 1x1 ones and those with few channels (the networks' first and
+//! last). Other CPUs (the board's arm64 cores, where tract's own
 //! kernels are its best tuned) keep tract's convolutions: the rewrite only
 //! runs when the CPU has AVX2 and FMA.
 

@@ -481,11 +481,12 @@ pub fn release_free_memory() {
 
 /// Turn a parsed graph with concrete input shapes into the plan tract runs:
 /// typed and decluttered, attention fused into one op where the CPU has its
-/// kernel (`fused_attention.rs`) and chunked elsewhere (`attention.rs`), 3x3 and 1x1
-/// convolutions run by our direct kernel where the CPU has one
-/// (`direct_conv.rs`), the other deep convolutions split by input channel
-/// (`conv_split.rs`), optimized under [`KNOBS`]. Public for
-/// `examples/profile_onnx.rs`.
+/// kernel (`fused_attention.rs`) and chunked elsewhere (`attention.rs`), 3x3
+/// convolutions of 16 channels and more by Winograd's transform
+/// (`winograd.rs`) and the other 3x3 and 1x1 ones over large images by our
+/// direct kernel (`direct_conv.rs`) where the CPU has them, the other deep
+/// convolutions split by input channel (`conv_split.rs`), optimized under
+/// [`KNOBS`]. Public for `examples/profile_onnx.rs`.
 pub fn optimize(model: InferenceModel, stage: &str) -> TractResult<TypedModel> {
     optimize_with(model, stage, Rewrites::ALL)
 }

@@ -9,8 +9,8 @@
 //! transform computes each 2x2 block of outputs from the block's 4x4 input
 //! patch in a transformed space where the convolution is an elementwise
 //! product: 16 multiply-adds per block instead of 36, 2.25 times fewer. The
-//! kernel's transform `U = G g G^T` is done once, when planned; each call
-//! transforms the input patches (`V = B^T d B`, additions only), multiplies
+//! kernel is transformed (`U = G g G^T`; when planned if small, else at
+//! each call: see `Kernel`), each call transforms the input patches (`V = B^T d B`, additions only), multiplies
 //! for each of the 16 positions the `[outputs x inputs]` matrix of `U` by
 //! the `[inputs x tiles]` one of `V` (the product tile of
 //! `product_tile.rs`), and transforms back (`Y = A^T M A`, additions only).
@@ -25,6 +25,7 @@
 //! taken (few channels leave the transforms as the larger cost); on CPUs
 //! without AVX2 and FMA (the board's arm64 cores) nothing is replaced.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use super::direct_conv::{SameSizeConv, replace_conv};
@@ -70,29 +71,41 @@ fn find(model: &TypedModel, id: usize) -> TractResult<Option<(usize, WinogradCon
     Ok(Some((id, WinogradConv::new(conv.kernel, conv.bias)?)))
 }
 
-/// A stride-1, "same"-padded float 3x3 convolution over NCHW input, its
-/// kernel transformed.
+/// A stride-1, "same"-padded float 3x3 convolution over NCHW input.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct WinogradConv {
     inputs: usize,
     outputs: usize,
-    /// `U = G g G^T` for every pair of channels: `[position][output][input]`.
-    weights: Arc<Tensor>,
+    kernel: Kernel,
     /// One per output channel.
     bias: Arc<Tensor>,
 }
 
-/// `G` of F(2x2, 3x3): the kernel's transform.
-const G: [[f64; 3]; 4] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
-    [0.0, 0.0, 1.0],
-];
+/// The kernel as the op keeps it. Kept transformed, a kernel takes 16/9 of
+/// its size for the whole life of the plan (about 630 MB more for the
+/// UNet's and the VAE's); transformed at each call it costs a pass over the
+/// weights (about 10 ms of the 50 a 1,280-channel call at 12x21 takes). So
+/// small kernels (the upscaler's, run once a tile) are kept transformed and
+/// large ones transformed at each call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+enum Kernel {
+    /// `U = G g G^T`: `[position][output][input]`.
+    Transformed(Arc<Tensor>),
+    /// The kernel tap by tap: `[ky * 3 + kx][output][input]`.
+    Taps(Arc<Tensor>),
+}
+
+/// The largest transformed kernel kept in the plan: 64 to 256 channels.
+const KEPT_BYTES: usize = 4 << 20;
+
+/// Pairs of channels one piece of the kernel's transform takes (its taps and
+/// transformed values stay in L1).
+const TRANSFORM_PIECE: usize = 256;
 
 impl WinogradConv {
-    /// Transform an OIHW 3x3 kernel (`[outputs, inputs, 3, 3]`) and take its
-    /// bias (one value, or one per output channel).
+    /// Take an OIHW 3x3 kernel (`[outputs, inputs, 3, 3]`) tap by tap,
+    /// transformed if small, and its bias (one value, or one per output
+    /// channel).
     fn new(kernel: &Tensor, bias: &Tensor) -> TractResult<WinogradConv> {
         let &[outputs, inputs, 3, 3] = kernel.shape() else {
             bail!("a 3x3 convolution kernel, got {:?}", kernel.shape());
@@ -100,30 +113,25 @@ impl WinogradConv {
         ensure!(bias.len() == 1 || bias.len() == outputs);
         let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut transformed = vec![0f32; POSITIONS * outputs * inputs];
-        for o in 0..outputs {
-            for i in 0..inputs {
-                let g = &kernel[(o * inputs + i) * 9..][..9];
-                for (r, gr) in G.iter().enumerate() {
-                    for (c, gc) in G.iter().enumerate() {
-                        let mut u = 0f64;
-                        for y in 0..3 {
-                            for x in 0..3 {
-                                u += gr[y] * f64::from(g[y * 3 + x]) * gc[x];
-                            }
-                        }
-                        transformed[((r * 4 + c) * outputs + o) * inputs + i] = u as f32;
-                    }
-                }
+        let pairs = outputs * inputs;
+        let mut taps = vec![0f32; 9 * pairs];
+        for (pair, g) in kernel.chunks_exact(9).enumerate() {
+            for (tap, &value) in g.iter().enumerate() {
+                taps[tap * pairs + pair] = value;
             }
         }
+        let kernel = if POSITIONS * pairs * size_of::<f32>() <= KEPT_BYTES {
+            Kernel::Transformed(Arc::new(transform_kernel(&taps, pairs)?))
+        } else {
+            Kernel::Taps(Arc::new(tensor1(&taps)))
+        };
         let biases: Vec<f32> = (0..outputs)
             .map(|o| if bias.len() == 1 { bias[0] } else { bias[o] })
             .collect();
         Ok(WinogradConv {
             inputs,
             outputs,
-            weights: Arc::new(tensor1(&transformed)),
+            kernel,
             bias: Arc::new(tensor1(&biases)),
         })
     }
@@ -157,7 +165,7 @@ impl WinogradConv {
 
     /// Compute one unit's outputs (every output channel of its tiles) into
     /// `output`, the whole NCHW output; `packed` is the op's transformed
-    /// weights and bias as slices.
+    /// transformed kernel and bias as slices.
     fn run_unit(
         &self,
         input: &[f32],
@@ -253,6 +261,77 @@ fn mix(out: &mut [f32], a: &[f32], b: &[f32], sign: f32) {
 fn mix3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], signs: [f32; 2]) {
     for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
         *o = a + signs[0] * b + signs[1] * c;
+    }
+}
+
+/// `U = G g G^T` for every pair of channels, `[position][output][input]`,
+/// pieces of pairs spread over the threads. `G = [1 0 0; 1/2 1/2 1/2;
+/// 1/2 -1/2 1/2; 0 0 1]`.
+fn transform_kernel(taps: &[f32], pairs: usize) -> TractResult<Tensor> {
+    // SAFETY: every value is written below (the pieces cover every pair
+    // of every position) before it is read. Not zeroed: up to 210 MB
+    // a call on the UNet's deepest convolutions.
+    let mut tensor = unsafe { Tensor::uninitialized::<f32>(&[POSITIONS * pairs])? };
+    let mut view = tensor.try_as_plain_ram_mut()?;
+    let transformed = view.as_slice_mut::<f32>()?;
+    let piece = pairs
+        .div_ceil(UNITS_PER_THREAD * units::thread_count())
+        .max(TRANSFORM_PIECE);
+    let mut positions: Vec<_> = transformed
+        .chunks_mut(pairs)
+        .map(|p| p.chunks_mut(piece))
+        .collect();
+    let mut jobs: Vec<(usize, Vec<&mut [f32]>)> = (0..pairs.div_ceil(piece))
+        .map(|j| {
+            (
+                j * piece,
+                positions.iter_mut().flat_map(|p| p.next()).collect(),
+            )
+        })
+        .collect();
+    units::for_each_mut(&mut jobs, |(first, out)| {
+        let length = out.first().map_or(0, |o| o.len());
+        for start in (0..length).step_by(TRANSFORM_PIECE) {
+            let n = TRANSFORM_PIECE.min(length - start);
+            let g: [&[f32]; 9] =
+                std::array::from_fn(|tap| &taps[tap * pairs + *first + start..][..n]);
+            let mut u: [&mut [f32]; POSITIONS] = [(); POSITIONS].map(|_| &mut [][..]);
+            for (slot, o) in u.iter_mut().zip(out.iter_mut()) {
+                *slot = &mut o[start..][..n];
+            }
+            transform_taps(g, u);
+        }
+    });
+    Ok(tensor)
+}
+
+/// `U = G g G^T` of `n` pairs of channels from their nine taps `g[ky * 3 +
+/// kx]`: first `t = G g` (four rows of three), then `U = t G^T`.
+fn transform_taps(g: [&[f32]; 9], u: [&mut [f32]; POSITIONS]) {
+    let n = g[0].len();
+    let mut t = [[0f32; TRANSFORM_PIECE]; 12];
+    for x in 0..3 {
+        let (g0, g1, g2) = (g[x], g[3 + x], g[6 + x]);
+        for e in 0..n {
+            let (a, b, c) = (g0[e], g1[e], g2[e]);
+            t[x][e] = a;
+            t[3 + x][e] = 0.5 * (a + b + c);
+            t[6 + x][e] = 0.5 * (a - b + c);
+            t[9 + x][e] = c;
+        }
+    }
+    let mut u = u.into_iter();
+    for row in t.chunks_exact(3) {
+        let (t0, t1, t2) = (&row[0][..n], &row[1][..n], &row[2][..n]);
+        let mut next = || u.next().unwrap_or_default();
+        let (u0, u1, u2, u3) = (next(), next(), next(), next());
+        for e in 0..n {
+            let (a, b, c) = (t0[e], t1[e], t2[e]);
+            u0[e] = a;
+            u1[e] = 0.5 * (a + b + c);
+            u2[e] = 0.5 * (a - b + c);
+            u3[e] = c;
+        }
     }
 }
 
@@ -485,7 +564,14 @@ impl EvalOp for WinogradConv {
         );
         ensure!(available(), "WinogradConv needs AVX2 and FMA");
         let input = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let weights = self.weights.try_as_plain_ram()?.as_slice::<f32>()?;
+        let transformed = match &self.kernel {
+            Kernel::Transformed(kept) => Cow::Borrowed(&**kept),
+            Kernel::Taps(taps) => {
+                let taps = taps.try_as_plain_ram()?.as_slice::<f32>()?;
+                Cow::Owned(transform_kernel(taps, self.outputs * self.inputs)?)
+            }
+        };
+        let weights = transformed.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = self.bias.try_as_plain_ram()?.as_slice::<f32>()?;
         // SAFETY: every value is written by exactly one unit before return.
         let mut y =
@@ -552,7 +638,8 @@ mod tests {
     /// last tiles cut), runs of tiles across rows of tiles and across
     /// panels, output channels not a multiple of six, a shared bias, images
     /// wide enough for several units a row and narrow ones with several
-    /// rows a unit; on one thread and two.
+    /// rows a unit, kernels kept transformed and transformed at each call;
+    /// on one thread and two.
     #[test]
     fn winograd_convolution_matches_tract() {
         let cases = [
@@ -560,6 +647,8 @@ mod tests {
             case(20, 17, 2, 7, 23),
             case(64, 64, 1, 61, 301),
             case(130, 40, 2, 12, 21),
+            // Transformed at each call (more than `KEPT_BYTES`).
+            case(260, 260, 2, 5, 7),
             ConvCase {
                 one_bias: true,
                 ..case(16, 50, 1, 9, 5)
@@ -599,6 +688,20 @@ mod tests {
             assert_eq!(replaced(&plan) > 0, available(), "{network}");
             test_support::assert_close(network, &expected, &got);
         }
+    }
+
+    /// Kernels up to 256 channels in and out are kept transformed, larger
+    /// ones tap by tap.
+    #[test]
+    fn only_small_kernels_are_kept_transformed() {
+        let op = |channels: usize| {
+            let kernel = tensor1(&values(channels * channels * 9, 0.0))
+                .into_shape(&[channels, channels, 3, 3])
+                .unwrap();
+            WinogradConv::new(&kernel, &tensor1(&[0f32])).unwrap()
+        };
+        assert!(matches!(op(256).kernel, Kernel::Transformed(_)));
+        assert!(matches!(op(260).kernel, Kernel::Taps(_)));
     }
 
     /// The unit split covers every tile of every image exactly once.
