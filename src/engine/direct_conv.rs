@@ -30,10 +30,9 @@
 
 use std::cell::RefCell;
 
+use super::same_size::{self, Geometry, SameSizeConv, replace_conv};
 use super::units::{self, SharedOutput};
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// Output channels one tile computes (six broadcast weights a step).
 const CHANNEL_BLOCK: usize = 6;
@@ -103,106 +102,6 @@ fn find(model: &TypedModel, id: usize, min_pixels: usize) -> TractResult<Option<
 
 fn rewrite(model: &mut TypedModel, site: &Site) -> TractResult<()> {
     replace_conv(model, site.conv, site.op.clone())
-}
-
-/// A convolution our kernels take (this one's and `winograd.rs`'s): float,
-/// NCHW, a 3x3 ("same" padding) or 1x1 kernel, stride and dilation 1, one
-/// group, constant weights and bias, an input shape known when planned.
-pub(super) struct SameSizeConv<'a> {
-    /// The kernel's side, 1 or 3.
-    pub size: usize,
-    pub inputs: usize,
-    pub outputs: usize,
-    /// Height times width of the input.
-    pub pixels: usize,
-    /// OIHW.
-    pub kernel: &'a Tensor,
-    /// One value, or one per output channel.
-    pub bias: &'a Tensor,
-}
-
-impl<'a> SameSizeConv<'a> {
-    /// Node `id` of `model`, if it is such a convolution.
-    pub fn at(model: &'a TypedModel, id: usize) -> TractResult<Option<SameSizeConv<'a>>> {
-        let node = &model.nodes[id];
-        let Some(conv) = node.op_as::<Conv>() else {
-            return Ok(None);
-        };
-        let spec = &conv.pool_spec;
-        if conv.q_params.is_some()
-            || conv.group != 1
-            || conv.kernel_fmt != KernelFormat::OIHW
-            || node.inputs.len() != 3
-            || spec.data_format != DataFormat::NCHW
-            || spec.kernel_shape.len() != 2
-            || spec.strides.iter().flatten().any(|&s| s != 1)
-            || spec.dilations.iter().flatten().any(|&d| d != 1)
-        {
-            return Ok(None);
-        }
-        let size = spec.kernel_shape[0];
-        if spec.kernel_shape[1] != size || !(size == 1 || size == 3) {
-            return Ok(None);
-        }
-        let border = size / 2;
-        let same_size = match &spec.padding {
-            PaddingSpec::Explicit(before, after)
-            | PaddingSpec::ExplicitOnnxPool(before, after, _) => {
-                before.iter().chain(after).all(|&p| p == border)
-            }
-            PaddingSpec::Valid => border == 0,
-            PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
-        };
-        let input = model.outlet_fact(node.inputs[0])?;
-        let kernel = model.outlet_fact(node.inputs[1])?;
-        let bias = model.outlet_fact(node.inputs[2])?;
-        let pixels = match input.shape.as_concrete() {
-            Some(&[_, _, height, width]) => height * width,
-            _ => return Ok(None),
-        };
-        if !same_size
-            || input.datum_type != f32::datum_type()
-            || kernel.datum_type != f32::datum_type()
-            || bias.datum_type != f32::datum_type()
-        {
-            return Ok(None);
-        }
-        let (Some(kernel), Some(bias)) = (&kernel.konst, &bias.konst) else {
-            return Ok(None);
-        };
-        let (inputs, outputs) = (spec.input_channels, spec.output_channels);
-        if inputs == 0
-            || outputs == 0
-            || kernel.shape() != [outputs, inputs, size, size]
-            || !(bias.len() == 1 || bias.len() == outputs)
-        {
-            return Ok(None);
-        }
-        Ok(Some(SameSizeConv {
-            size,
-            inputs,
-            outputs,
-            pixels,
-            kernel,
-            bias,
-        }))
-    }
-}
-
-/// Put `op` (taking the image, giving the convolution's output) in place
-/// of convolution node `conv`.
-pub(super) fn replace_conv(
-    model: &mut TypedModel,
-    conv: usize,
-    op: impl TypedOp,
-) -> TractResult<()> {
-    let node = &model.nodes[conv];
-    let mut patch = TypedModelPatch::new(format!("{} for {}", op.name(), node.name));
-    let x = patch.tap_model(model, node.inputs[0])?;
-    let name = format!("{}.{}", node.name, op.name().to_lowercase());
-    let y = patch.wire_node(name, op, &[x])?[0];
-    patch.shunt_outside(model, OutletId::new(conv, 0), y)?;
-    patch.apply(model)
 }
 
 /// A stride-1, "same"-padded float convolution with a square kernel of side
@@ -428,14 +327,6 @@ thread_local! {
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// The shape of one call's input.
-#[derive(Debug, Clone, Copy)]
-struct Geometry {
-    images: usize,
-    height: usize,
-    width: usize,
-}
-
 /// Output rows of one image and a range of its output-channel blocks,
 /// computed by one thread.
 #[derive(Debug, Clone)]
@@ -450,6 +341,8 @@ struct Unit {
 /// How a tile's sums begin: the bias (first chunk of input channels) or the
 /// partial sums left by the previous chunks.
 #[derive(Clone, Copy)]
+// Read by the AVX2 kernel only; elsewhere the op is never made.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Start<'a> {
     Bias(&'a [f32]),
     Sums,
@@ -563,27 +456,11 @@ impl EvalOp for DirectConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
-        let &[images, channels, height, width] = x.shape() else {
-            bail!("DirectConv takes NCHW input, got {:?}", x.shape());
-        };
-        ensure!(
-            channels == self.inputs,
-            "{channels} input channels, expected {}",
-            self.inputs
-        );
-        ensure!(available(), "DirectConv needs AVX2 and FMA");
+        let geometry = Geometry::of(&x, self.inputs, "DirectConv")?;
         let input = x.try_as_plain_ram()?.as_slice::<f32>()?;
         let weights = self.weights.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = self.bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        // SAFETY: every value is written by exactly one unit before return.
-        let mut y =
-            unsafe { Tensor::uninitialized::<f32>(&[images, self.outputs, height, width])? };
-        let output = SharedOutput::new(&mut y)?;
-        let geometry = Geometry {
-            images,
-            height,
-            width,
-        };
+        let (y, output) = geometry.output(self.outputs)?;
         let units = self.units(&geometry, units::thread_count());
         units::for_each(&units, |unit| {
             self.run_unit(input, (weights, bias), &geometry, unit, &output)
@@ -594,22 +471,11 @@ impl EvalOp for DirectConv {
 
 impl TypedOp for DirectConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = &inputs[0].shape;
-        ensure!(shape.len() == 4 && shape[1] == self.inputs.to_dim());
-        let out = tvec![
-            shape[0].clone(),
-            self.outputs.to_dim(),
-            shape[2].clone(),
-            shape[3].clone()
-        ];
-        Ok(tvec!(f32::fact(out)))
+        same_size::output_facts(inputs, self.inputs, self.outputs)
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let pixels: TDim =
-            inputs[0].shape.iter().skip(2).product::<TDim>() * inputs[0].shape[0].clone();
-        let per_pixel = self.outputs * self.inputs * self.size * self.size;
-        Ok(tvec!((Cost::FMA(f32::datum_type()), pixels * per_pixel)))
+        same_size::cost(inputs, self.outputs * self.inputs * self.size * self.size)
     }
 
     as_op!();

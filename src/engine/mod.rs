@@ -29,6 +29,7 @@ mod fused_attention;
 mod large_blocks;
 mod prelu;
 mod product_tile;
+mod same_size;
 mod units;
 mod winograd;
 

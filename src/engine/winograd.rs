@@ -28,8 +28,8 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 
-use super::direct_conv::{SameSizeConv, replace_conv};
 use super::product_tile::{COLUMNS, ROWS, tile};
+use super::same_size::{self, Geometry, SameSizeConv, replace_conv};
 use super::units::{self, SharedOutput};
 use tract_onnx::tract_core::internal::*;
 
@@ -478,14 +478,6 @@ struct Scratch {
     patch: Vec<f32>,
 }
 
-/// The shape of one call's input.
-#[derive(Debug, Clone, Copy)]
-struct Geometry {
-    images: usize,
-    height: usize,
-    width: usize,
-}
-
 impl Geometry {
     /// Tiles (2x2 output blocks) a row.
     fn columns(&self) -> usize {
@@ -554,15 +546,7 @@ impl EvalOp for WinogradConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
-        let &[images, channels, height, width] = x.shape() else {
-            bail!("WinogradConv takes NCHW input, got {:?}", x.shape());
-        };
-        ensure!(
-            channels == self.inputs,
-            "{channels} input channels, expected {}",
-            self.inputs
-        );
-        ensure!(available(), "WinogradConv needs AVX2 and FMA");
+        let geometry = Geometry::of(&x, self.inputs, "WinogradConv")?;
         let input = x.try_as_plain_ram()?.as_slice::<f32>()?;
         let transformed = match &self.kernel {
             Kernel::Transformed(kept) => Cow::Borrowed(&**kept),
@@ -573,15 +557,7 @@ impl EvalOp for WinogradConv {
         };
         let weights = transformed.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = self.bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        // SAFETY: every value is written by exactly one unit before return.
-        let mut y =
-            unsafe { Tensor::uninitialized::<f32>(&[images, self.outputs, height, width])? };
-        let output = SharedOutput::new(&mut y)?;
-        let geometry = Geometry {
-            images,
-            height,
-            width,
-        };
+        let (y, output) = geometry.output(self.outputs)?;
         let units = self.units(&geometry, units::thread_count());
         units::for_each(&units, |unit| {
             self.run_unit(input, (weights, bias), &geometry, unit, &output)
@@ -592,24 +568,13 @@ impl EvalOp for WinogradConv {
 
 impl TypedOp for WinogradConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = &inputs[0].shape;
-        ensure!(shape.len() == 4 && shape[1] == self.inputs.to_dim());
-        let out = tvec![
-            shape[0].clone(),
-            self.outputs.to_dim(),
-            shape[2].clone(),
-            shape[3].clone()
-        ];
-        Ok(tvec!(f32::fact(out)))
+        same_size::output_facts(inputs, self.inputs, self.outputs)
     }
 
     /// The convolution's own count (nine a pixel and pair of channels), so
     /// GFLOP/s figures compare with the other kernels'.
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let pixels: TDim =
-            inputs[0].shape.iter().skip(2).product::<TDim>() * inputs[0].shape[0].clone();
-        let per_pixel = self.outputs * self.inputs * 9;
-        Ok(tvec!((Cost::FMA(f32::datum_type()), pixels * per_pixel)))
+        same_size::cost(inputs, self.outputs * self.inputs * 9)
     }
 
     as_op!();
