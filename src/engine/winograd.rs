@@ -10,10 +10,11 @@
 //! patch in a transformed space where the convolution is an elementwise
 //! product: 16 multiply-adds per block instead of 36, 2.25 times fewer. The
 //! kernel is transformed (`U = G g G^T`; when planned if small, else at
-//! each call: see `Kernel`), each call transforms the input patches (`V = B^T d B`, additions only), multiplies
-//! for each of the 16 positions the `[outputs x inputs]` matrix of `U` by
-//! the `[inputs x tiles]` one of `V` (the product tile of
-//! `product_tile.rs`), and transforms back (`Y = A^T M A`, additions only).
+//! each call: see `Kernel`); each call transforms the input patches (`V =
+//! B^T d B`, additions only), multiplies for each of the 16 positions the
+//! `[outputs x inputs]` matrix of `U` by the `[inputs x tiles]` one of `V`
+//! (the product tile of `product_tile.rs`), and transforms back (`Y = A^T M
+//! A`, additions only).
 //! With transforms of additions and halves only, F(2x2, 3x3) rounds about as
 //! the direct sum does; the larger F(4x4, 3x3) would save more and round
 //! worse.
@@ -164,8 +165,8 @@ impl WinogradConv {
     }
 
     /// Compute one unit's outputs (every output channel of its tiles) into
-    /// `output`, the whole NCHW output; `packed` is the op's transformed
-    /// transformed kernel and bias as slices.
+    /// `output`, the whole NCHW output; `packed` is the transformed kernel
+    /// and the bias as slices.
     fn run_unit(
         &self,
         input: &[f32],
@@ -187,10 +188,22 @@ impl WinogradConv {
                 scratch,
             } = buffers;
             // V: `[position][panel][input][16 tiles]`, the product tile's
-            // packed operand. Tiles past the unit's last are zero.
+            // packed operand. The transforms write every tile of the unit;
+            // the lanes past its last tile (in its last panel) are only
+            // zeroed: their products are never read, and zeros keep stale
+            // values (denormals, say) out of the tile's arithmetic.
             let position_stride = panels * self.inputs * COLUMNS;
-            transformed.clear();
             transformed.resize(POSITIONS * position_stride, 0.0);
+            if tiles < padded {
+                let last = (panels - 1) * self.inputs * COLUMNS;
+                for position in 0..POSITIONS {
+                    let panel = &mut transformed[position * position_stride + last..]
+                        [..self.inputs * COLUMNS];
+                    for lanes in panel.chunks_exact_mut(COLUMNS) {
+                        lanes[tiles % COLUMNS..].fill(0.0);
+                    }
+                }
+            }
             for segment in geometry.segments(&unit.tiles) {
                 let count = segment.len();
                 for c in 0..self.inputs {
