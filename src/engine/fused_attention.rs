@@ -639,10 +639,12 @@ impl EvalOp for FusedAttention {
                     })
             })
             .collect();
-        // SAFETY: every value is written by exactly one unit before return.
-        let mut y = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        let output = SharedOutput::new(&mut y)?;
-        units::for_each(&units, |unit| self.run_unit(&call, unit, &output));
+        // SAFETY: the units cover every query row of every head once.
+        let y = unsafe {
+            units::fill_by_units(&out_shape, &units, |unit, output| {
+                self.run_unit(&call, unit, output)
+            })?
+        };
         Ok(tvec!(y.into_tvalue()))
     }
 }

@@ -1,8 +1,7 @@
 //! What the convolution ops (`direct_conv.rs`, `winograd.rs`) share: which
 //! convolutions they take, putting an op in one's place, and the shape,
-//! output and cost of a call.
+//! output facts and cost of a call.
 
-use super::units::SharedOutput;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
@@ -132,17 +131,6 @@ impl Geometry {
             height,
             width,
         })
-    }
-
-    /// The call's output of `outputs` channels, not yet written, and its
-    /// values for the units to write.
-    pub fn output(&self, outputs: usize) -> TractResult<(Tensor, SharedOutput)> {
-        let shape = [self.images, outputs, self.height, self.width];
-        // SAFETY: the ops write every value (each by exactly one unit)
-        // before they return the tensor.
-        let mut y = unsafe { Tensor::uninitialized::<f32>(&shape)? };
-        let output = SharedOutput::new(&mut y)?;
-        Ok((y, output))
     }
 }
 

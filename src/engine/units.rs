@@ -39,6 +39,26 @@ pub(super) fn for_each_mut<T: Send>(items: &mut [T], run: impl Fn(&mut T) + Sync
     }
 }
 
+/// A new float tensor of `shape`, filled by running `run` once on every unit
+/// over the current executor's threads, each unit writing its part through
+/// the [`SharedOutput`].
+///
+/// # Safety
+/// The units together must write every value of the tensor, each value by
+/// exactly one unit (it starts uninitialized).
+pub(super) unsafe fn fill_by_units<T: Sync>(
+    shape: &[usize],
+    units: &[T],
+    run: impl Fn(&T, &SharedOutput) + Sync + Send,
+) -> TractResult<Tensor> {
+    // SAFETY: every value is written before the tensor is returned (the
+    // caller's contract).
+    let mut tensor = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    let output = SharedOutput::new(&mut tensor)?;
+    for_each(units, |unit| run(unit, &output));
+    Ok(tensor)
+}
+
 /// A float tensor's values, written by several units at once.
 pub(super) struct SharedOutput(*mut f32, usize);
 

@@ -570,11 +570,21 @@ impl EvalOp for WinogradConv {
         };
         let weights = transformed.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = self.bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        let (y, output) = geometry.output(self.outputs)?;
+        let Geometry {
+            images,
+            height,
+            width,
+        } = geometry;
         let units = self.units(&geometry, units::thread_count());
-        units::for_each(&units, |unit| {
-            self.run_unit(input, (weights, bias), &geometry, unit, &output)
-        });
+        // SAFETY: the units cover every output channel of every row of
+        // every image once.
+        let y = unsafe {
+            units::fill_by_units(
+                &[images, self.outputs, height, width],
+                &units,
+                |unit, output| self.run_unit(input, (weights, bias), &geometry, unit, output),
+            )?
+        };
         Ok(tvec!(y.into_tvalue()))
     }
 }
