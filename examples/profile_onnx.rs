@@ -50,7 +50,7 @@ fn main() -> TractResult<()> {
         eprintln!("usage: profile_onnx MODEL.onnx SHAPE[,..] ... [--runs N]");
         std::process::exit(2);
     };
-    let mut model = pocket_studio::engine::onnx_parser().model_for_path(path)?;
+    let mut model = pocket_studio::engine::parse_unchecked(std::path::Path::new(path))?;
     let mut inputs = TVec::new();
     for (ix, shape) in shapes.iter().enumerate() {
         let shape: Vec<usize> = shape.split(',').map(|d| d.parse().unwrap_or(1)).collect();

@@ -26,6 +26,7 @@ mod attention;
 mod conv_split;
 mod direct_conv;
 mod fused_attention;
+mod group_norm;
 mod large_blocks;
 mod prelu;
 mod product_tile;
@@ -41,6 +42,15 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
     let mut parser = onnx();
     parser.op_register.insert("PRelu", prelu::build);
     parser
+        .op_register
+        .insert(group_norm::OP_TYPE, group_norm::build);
+    parser
+}
+
+/// Parse an ONNX file as the engine does (our graph rewrites and operators),
+/// without a checksum: for `examples/profile_onnx.rs`.
+pub fn parse_unchecked(path: &Path) -> Result<InferenceModel> {
+    parse(path, None)
 }
 
 /// Element values of a [`Tensor`]; the engine casts to what the graph declares.
@@ -434,6 +444,11 @@ impl Model {
 /// start waits for, and a cold boot reads the disk once); the graph is built
 /// only from a file that matched.
 fn parse(path: &Path, sha256: Option<&str>) -> Result<InferenceModel> {
+    parse_with(path, sha256, Rewrites::ALL.group_norm)
+}
+
+/// [`parse`], with GroupNorms fused (`group_norm.rs`) or left to tract.
+fn parse_with(path: &Path, sha256: Option<&str>, fuse_group_norms: bool) -> Result<InferenceModel> {
     let invalid =
         |e: &dyn std::fmt::Display| Error::model(path, ModelFault::Invalid(e.to_string()));
     let file = crate::bundle::open_file(path)?;
@@ -452,7 +467,13 @@ fn parse(path: &Path, sha256: Option<&str>) -> Result<InferenceModel> {
         let digest = digest.map_err(|_| invalid(&"checksum thread panicked"))?;
         crate::bundle::check_digest(path, expected, digest)?;
     }
-    let proto = proto.map_err(|e| invalid(&e))?;
+    let mut proto = proto.map_err(|e| invalid(&e))?;
+    if fuse_group_norms {
+        let fused = group_norm::fuse_group_norms(&mut proto);
+        if fused > 0 {
+            log::debug!("{}: {fused} GroupNorms fused", path.display());
+        }
+    }
     let parsed = onnx_parser()
         .parse(&proto, path.parent().and_then(Path::to_str))
         .map_err(|e| invalid(&format_args!("{e:#}")))?;
@@ -506,6 +527,9 @@ struct Rewrites {
     /// where the CPU has the kernel (`winograd.rs`), before the direct
     /// kernel takes the rest.
     winograd: bool,
+    /// Fuse each exported GroupNorm and the SiLU after it into one op
+    /// (`group_norm.rs`); applied when the file is parsed.
+    group_norm: bool,
     split_depth: usize,
 }
 
@@ -514,6 +538,7 @@ impl Rewrites {
         fuse_attention: true,
         direct_from_pixels: Some(direct_conv::MIN_PIXELS),
         winograd: true,
+        group_norm: true,
         split_depth: conv_split::MAX_DEPTH,
     };
 
@@ -523,6 +548,7 @@ impl Rewrites {
         fuse_attention: false,
         direct_from_pixels: None,
         winograd: false,
+        group_norm: false,
         split_depth: usize::MAX,
     };
 }
@@ -786,7 +812,7 @@ mod test_support {
             .join("models/tiny-sd")
             .join(network)
             .join("model.onnx");
-        let mut model = super::parse(&path, None).unwrap();
+        let mut model = super::parse_with(&path, None, rewrites.group_norm).unwrap();
         let mut inputs = TVec::new();
         for (ix, shape) in shapes.iter().enumerate() {
             let dt = model.input_fact(ix).unwrap().datum_type.concretize();
