@@ -100,10 +100,15 @@ pub(super) fn replace_conv(
     let node = &model.nodes[conv];
     let mut patch = TypedModelPatch::new(format!("{} for {}", op.name(), node.name));
     let x = patch.tap_model(model, node.inputs[0])?;
-    let name = format!("{}.{}", node.name, op.name().to_lowercase());
+    let name = replacement_name(&node.name, &op);
     let y = patch.wire_node(name, op, &[x])?[0];
     patch.shunt_outside(model, OutletId::new(conv, 0), y)?;
     patch.apply(model)
+}
+
+/// The name [`replace_conv`] gives `op` put in place of node `conv_name`.
+pub(super) fn replacement_name(conv_name: &str, op: &impl TypedOp) -> String {
+    format!("{}.{}", conv_name, op.name().to_lowercase())
 }
 
 /// The shape of one call's input.
