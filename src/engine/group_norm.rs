@@ -29,9 +29,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_hir::internal::{
-    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity, expand,
-};
+use tract_onnx::tract_hir::internal::{Expansion, InferenceResult, Solver, TensorProxy, expand};
 
 use super::direct_conv;
 use super::same_size::SameSizeConv;
@@ -436,11 +434,7 @@ impl Expansion for GroupNormExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 5)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
-        s.equals(&inputs[0].shape, &outputs[0].shape)?;
-        Ok(())
+        super::output_like_first_input(s, inputs, outputs, 5)
     }
 
     fn wire(

@@ -47,6 +47,22 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
     parser
 }
 
+/// The inference rules of our ONNX operators (`prelu.rs`, `group_norm.rs`):
+/// `arity` inputs, one output of the first input's type and shape.
+fn output_like_first_input<'r, 'p: 'r>(
+    s: &mut tract_onnx::tract_hir::internal::Solver<'r>,
+    inputs: &'p [tract_onnx::tract_hir::internal::TensorProxy],
+    outputs: &'p [tract_onnx::tract_hir::internal::TensorProxy],
+    arity: usize,
+) -> tract_onnx::tract_hir::internal::InferenceResult {
+    use tract_onnx::tract_hir::internal::{check_input_arity, check_output_arity};
+    check_input_arity(inputs, arity)?;
+    check_output_arity(outputs, 1)?;
+    s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
+    s.equals(&inputs[0].shape, &outputs[0].shape)?;
+    Ok(())
+}
+
 /// Parse an ONNX file as the engine does (our graph rewrites and operators),
 /// without a checksum: for `examples/profile_onnx.rs`.
 pub fn parse_unchecked(path: &Path) -> Result<InferenceModel> {

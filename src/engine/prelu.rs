@@ -13,9 +13,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::tract_ndarray::Axis;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_hir::internal::{
-    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity, expand,
-};
+use tract_onnx::tract_hir::internal::{Expansion, InferenceResult, Solver, TensorProxy, expand};
 
 /// `Onnx::op_register` entry for `PRelu`.
 pub fn build(
@@ -42,11 +40,7 @@ impl Expansion for PreluExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 2)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
-        s.equals(&inputs[0].shape, &outputs[0].shape)?;
-        Ok(())
+        super::output_like_first_input(s, inputs, outputs, 2)
     }
 
     fn wire(
