@@ -11,8 +11,10 @@
 //! to the decode's peak memory (`profile_onnx ... --memory`). This op
 //! takes each group's values (contiguous in NCHW) as one unit of work: their
 //! mean, then the variance about it (two passes, sums in `f64` across
-//! blocks), then each value `(x - mean) * a_c + b_c`, and the SiLU, written over the
-//! input when the op holds its only reference, else into one new tensor.
+//! blocks), then each value `(x - mean) * a_c + b_c` and the SiLU, written
+//! over the input when the op holds its only reference, else into one new
+//! tensor. A norm whose input also feeds a 1x1 shortcut is made to run after
+//! it ([`run_after_shortcuts`]), so that it does hold it.
 //!
 //! The fusion is made on the ONNX graph before tract parses it
 //! ([`fuse_group_norms`]): the exported pattern is exact and local there,
