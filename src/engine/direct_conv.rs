@@ -105,24 +105,17 @@ fn rewrite(model: &mut TypedModel, site: &Site) -> TractResult<()> {
 }
 
 /// Put the direct kernel in place of convolution node `id` if it takes it
-/// (an image of at least [`MIN_PIXELS`], a CPU with AVX2 and FMA) and
-/// `size` is its kernel's side; returns the kernel's output. For
-/// `group_norm.rs`, which needs a 1x1 convolution to read its input where
-/// it lies (tract's turns into a product over a reshaped copy).
-pub(super) fn replace_one(
-    model: &mut TypedModel,
-    id: usize,
-    size: usize,
-) -> TractResult<Option<OutletId>> {
+/// (an image of at least [`MIN_PIXELS`], a CPU with AVX2 and FMA); returns
+/// the kernel's output. For `group_norm.rs`, which needs a block's 1x1
+/// shortcut to read its input where it lies (tract's turns into a product
+/// over a reshaped copy).
+pub(super) fn replace_one(model: &mut TypedModel, id: usize) -> TractResult<Option<OutletId>> {
     if !available() {
         return Ok(None);
     }
     let Some(site) = find(model, id, MIN_PIXELS)? else {
         return Ok(None);
     };
-    if SameSizeConv::at(model, id)?.is_none_or(|conv| conv.size != size) {
-        return Ok(None);
-    }
     let name = same_size::replacement_name(&model.nodes[id].name, &site.op);
     rewrite(model, &site)?;
     Ok(Some(OutletId::new(model.node_id_by_name(&name)?, 0)))

@@ -27,9 +27,11 @@
 use std::collections::HashMap;
 
 use tract_linalg::routines::Func;
+use tract_onnx::data_resolver::FopenDataResolver;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::tensor::load_tensor;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::{Expansion, InferenceResult, Solver, TensorProxy, expand};
 
@@ -64,13 +66,18 @@ pub fn fuse_group_norms(model: &mut ModelProto) -> usize {
     let mut removed = vec![false; graph.node.len()];
     let mut fused: HashMap<usize, NodeProto> = HashMap::new();
     for site in sites {
+        // The fused node goes where the pattern's last node was: everything
+        // it reads is defined before that.
+        let Some(&last) = site.nodes.iter().max() else {
+            continue;
+        };
         if site.nodes.iter().any(|&n| removed[n]) {
             continue;
         }
         for &n in &site.nodes {
             removed[n] = true;
         }
-        fused.insert(site.last, site.node);
+        fused.insert(last, site.node);
     }
     let count = fused.len();
     let nodes = std::mem::take(&mut graph.node);
@@ -160,11 +167,9 @@ impl<'a> GraphIndex<'a> {
     }
 }
 
-/// One GroupNorm to fuse: the nodes it replaces, the last of them (where the
-/// fused node goes) and the fused node.
+/// One GroupNorm to fuse: the nodes it replaces and the fused node.
 struct Site {
     nodes: Vec<usize>,
-    last: usize,
     node: NodeProto,
 }
 
@@ -259,12 +264,7 @@ fn find(graph: &GraphProto, index: &GraphIndex, norm: usize) -> Option<Site> {
         ],
         ..NodeProto::default()
     };
-    let last = *nodes.iter().max()?;
-    Some(Site {
-        nodes,
-        last,
-        node: fused,
-    })
+    Some(Site { nodes, node: fused })
 }
 
 /// `Sigmoid(v)` and `v * Sigmoid(v)` when those two are all that read `v`
@@ -308,23 +308,20 @@ fn per_channel_dims(t: &TensorProto) -> Option<(usize, usize)> {
     (c > 0 && ones.iter().all(|&d| d == 1)).then_some((c as usize, ones.len()))
 }
 
-/// An `int64` tensor's values, stored inline.
+/// An integer tensor's values, stored inline (tract's own decoding).
 fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
-    const INT64: i32 = 7;
-    if t.data_type != INT64 {
+    if !t.external_data.is_empty() {
         return None;
     }
-    if !t.int64_data.is_empty() {
-        return Some(t.int64_data.clone());
-    }
-    if t.raw_data.is_empty() || !t.raw_data.len().is_multiple_of(8) {
-        return None;
-    }
+    let tensor = load_tensor(&FopenDataResolver, t, None).ok()?;
+    let values = tensor.cast_to::<i64>().ok()?;
     Some(
-        t.raw_data
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-            .collect(),
+        values
+            .try_as_plain_ram()
+            .ok()?
+            .as_slice::<i64>()
+            .ok()?
+            .to_vec(),
     )
 }
 
@@ -339,13 +336,14 @@ fn int_attribute(n: &NodeProto, name: &str) -> Option<i64> {
 /// a product over a reshaped copy of it). In the VAE decoder's first
 /// full-resolution block this keeps one 264 MB tensor fewer alive. Run
 /// before tract declutters the graph (it turns 1x1 convolutions into
-/// products), after its constants are propagated (the biases are
-/// constants only then); returns how many norms. Does nothing on a CPU without the
-/// direct kernel.
+/// products); propagates the constants first (the biases are constants only
+/// then). Returns how many norms; does nothing on a CPU without the direct
+/// kernel.
 pub fn run_after_shortcuts(model: &mut TypedModel) -> TractResult<usize> {
     if !direct_conv::available() {
         return Ok(0);
     }
+    model.prop_consts()?;
     let norms: Vec<usize> = model
         .nodes
         .iter()
@@ -375,7 +373,7 @@ pub fn run_after_shortcuts(model: &mut TypedModel) -> TractResult<usize> {
         }
         let mut before = tvec!();
         for id in others {
-            if let Some(y) = direct_conv::replace_one(model, id, 1)? {
+            if let Some(y) = direct_conv::replace_one(model, id)? {
                 before.push(y);
             }
         }
@@ -613,7 +611,6 @@ impl EvalOp for GroupNorm {
     fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         ensure!(!inputs.is_empty(), "GroupNorm without input");
         let x = inputs.swap_remove(0);
-        drop(inputs);
         let shape: TVec<usize> = x.shape().into();
         ensure!(
             shape.len() >= 2 && shape[1] == self.scale.len(),

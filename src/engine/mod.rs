@@ -577,7 +577,6 @@ fn optimize_with(
     KnobScope::new(KNOBS)?.enter(|| {
         let mut typed = model.into_typed()?;
         if rewrites.group_norm {
-            typed.prop_consts()?;
             let reordered = group_norm::run_after_shortcuts(&mut typed)?;
             if reordered > 0 {
                 log::info!("{stage}: {reordered} norms run after their block's shortcut");
