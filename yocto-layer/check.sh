@@ -5,20 +5,24 @@
 #      (scripts/check-onnx-lite.py; skipped when onnx or the wheel is not installed)
 #   3. oelint-adv over every .bb/.bbappend/.inc/.conf, for wrynose and blacksail:
 #      any finding of any severity fails.
-# Needs: python3 >= 3.11 and `python3 -m pip install -r yocto-layer/requirements-lint.txt`.
+# Needs: python3 >= 3.11 with yocto-layer/requirements-lint.txt (./setup.sh --tests puts it in .venv).
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 layer="$here/meta-pocket-studio"
 releases=(wrynose blacksail)
 export PYTHONDONTWRITEBYTECODE=1
+# The packages ./setup.sh --tests installs live in the repository's .venv.
+if [ -x "$here/../.venv/bin/python3" ]; then
+    export PATH="$here/../.venv/bin:$PATH"
+fi
 status=0
 
 python3 "$layer/scripts/gen-crates-inc.py" --check || status=1
 python3 "$layer/scripts/check-onnx-lite.py" --skip-missing || status=1
 
 if ! python3 -c 'import oelint_adv' 2>/dev/null; then
-    echo "oelint-adv is not installed: python3 -m pip install -r $here/requirements-lint.txt" >&2
+    echo "oelint-adv is not installed: ./setup.sh --tests" >&2
     exit 2
 fi
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference frames for the camera's pixel-format conversions (tests/camera.rs).
+"""Reference frames for the camera's pixel-format conversions (tests/it/camera.rs).
 
 Writes tests/fixtures/camera/:
 

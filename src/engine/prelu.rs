@@ -6,7 +6,7 @@
 //! of 17 convolutions) that was 19 % of a tile's time. This op rewrites
 //! negative values in place, channel by channel. Slopes must be constants
 //! broadcasting along axis 1 (or one scalar); anything else keeps tract's own
-//! expansion. `tests/pipeline.rs` checks it against onnxruntime through the
+//! expansion. `tests/it/pipeline.rs` checks it against onnxruntime through the
 //! upscaler's parity test.
 
 use tract_onnx::model::ParsingContext;

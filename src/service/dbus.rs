@@ -506,6 +506,16 @@ impl JobObject {
     fn new(studio: Arc<Studio>, status: JobStatus) -> Self {
         JobObject { studio, status }
     }
+
+    /// The job's status now, for property reads: the copy kept here follows
+    /// the change signals, which are throttled ([`PROPERTY_INTERVAL`]), so a
+    /// `Get` right after `Cancel` would otherwise report a step several steps
+    /// old. The copy answers once the Studio has forgotten the job.
+    fn current(&self) -> JobStatus {
+        self.studio
+            .status(self.status.id)
+            .unwrap_or_else(|| self.status.clone())
+    }
 }
 
 #[interface(
@@ -521,49 +531,49 @@ impl JobObject {
     /// `queued`, `running`, `done`, `failed` or `cancelled`.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.status.state.name().to_string()
+        self.current().state.name().to_string()
     }
 
     /// `encoding`, `denoising`, `decoding`, `upscaling` or `saving`.
     #[zbus(property)]
     fn stage(&self) -> String {
-        self.status.stage.to_string()
+        self.current().stage.to_string()
     }
 
     /// Fraction done, 0..1, never decreasing.
     #[zbus(property)]
     fn progress(&self) -> f64 {
-        self.status.progress
+        self.current().progress
     }
 
     /// Denoising steps done.
     #[zbus(property)]
     fn step(&self) -> u32 {
-        self.status.step
+        self.current().step
     }
 
     /// Denoising steps in all.
     #[zbus(property)]
     fn steps(&self) -> u32 {
-        self.status.steps
+        self.current().steps
     }
 
     /// Gallery id once saved.
     #[zbus(property)]
     fn image_id(&self) -> String {
-        self.status.image_id.clone()
+        self.current().image_id.clone()
     }
 
     /// PNG path once saved.
     #[zbus(property)]
     fn output_path(&self) -> String {
-        self.status.output_path.clone()
+        self.current().output_path.clone()
     }
 
     /// Why the job failed or was cancelled.
     #[zbus(property)]
     fn error(&self) -> String {
-        self.status.error.clone()
+        self.current().error.clone()
     }
 
     /// A small preview PNG of the latents, at most once per step.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The other side of tests/provenance.rs: the Python packages our
+"""The other side of tests/it/provenance.rs: the Python packages our
 provenance must interoperate with, driven from the Rust test.
 
   corpus DIR                   write the test pictures (photos from

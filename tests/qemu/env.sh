@@ -5,6 +5,9 @@
 export RUSTC=/usr/bin/rustc
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_AARCH64:-$PWD/target/cross}"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+# mold links the large test binary in a fraction of GNU ld's time; the cross
+# gcc finds it as the `ld` in mold's libexec folder (./setup.sh --tests).
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-B/usr/libexec/mold"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -cpu cortex-a72"
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar

@@ -9,7 +9,7 @@ unit, reads the results disk back with debugfs and checks the PNG it made.
 Exits non-zero on any failure and prints the guest journal for the failing
 unit. With the UI: a virtio-gpu display and a virtio tablet; over QMP the host
 compares the screen with the golden compose screen, taps keys on the tablet,
-and checks the viewer of the image those taps made. Needs Pillow (setup.sh).
+and checks the viewer of the image those taps made. Needs Pillow (./setup.sh --tests).
 
 Usage: tests/qemu/systest.py --bin DIR [--image DIR] [--work DIR] [--timeout S]
 """

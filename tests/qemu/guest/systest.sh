@@ -100,7 +100,7 @@ fi
 # with c2pa-python (systest.py). At 32x32 it is too small for the watermark,
 # and says so: a 256x256 tiny-bundle job needs about 2.2 GB in tract (more
 # than this 2 GB guest has), so the mark's aarch64 build is checked by
-# tests/provenance.rs under qemu-user instead.
+# tests/it/provenance.rs under qemu-user instead.
 if [ -f "$out/generated.png" ]; then
     cp /var/lib/pocket-studio/provenance/device-ca.pem "$out/device-ca.pem"
     pocket-studio inspect "$out/generated.png" > "$out/inspect.txt" 2>&1
@@ -116,7 +116,7 @@ else
 fi
 
 # 3. A bad request is refused naming the key, and the service stays up (busctl
-# prints the message, not the error name; tests/service.rs checks InvalidArgs).
+# prints the message, not the error name; tests/it/service.rs checks InvalidArgs).
 if err="$(generate 2 prompt s "zero steps" steps u 0 2>&1)"; then
     fail bad-request-refused-service-stays-up "steps=0 was accepted: $err"
 elif [[ "$err" == *steps* ]] && service_active; then

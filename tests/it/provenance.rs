@@ -14,14 +14,14 @@ use serde_json::Value;
 
 fn peer(args: &[&str]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/provenance/peer.py");
-    let out = std::process::Command::new("python3")
+    let out = crate::python3()
         .arg(&script)
         .args(args)
         .output()
         .expect("python3 runs");
     assert!(
         out.status.success(),
-        "peer.py {args:?} failed (tests/setup.sh installs its packages):\n{}",
+        "peer.py {args:?} failed (./setup.sh --tests installs its packages):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     if out.stdout.is_empty() {

@@ -4,7 +4,7 @@
 //! Studio running the tiny bundle: typing, Generate, live progress, the
 //! gallery, swipe scrolling, long press, delete, the no-storage error.
 //!
-//! `UPDATE_GOLDENS=1 cargo test --release --test ui` rewrites the goldens.
+//! `UPDATE_GOLDENS=1 cargo test --release --test it ui::` rewrites the goldens.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -20,7 +20,7 @@ fn upscaler_dir() -> PathBuf {
     let dir = repo().join("models/.cache/upscalers/realesr-animevideov3-x4");
     assert!(
         dir.join("model.onnx").is_file(),
-        "{} is missing: run `python3 models/export/fetch_upscalers.py` (README, .ci/run)",
+        "{} is missing: run `./setup.sh` (README)",
         dir.display()
     );
     dir
@@ -341,13 +341,26 @@ fn save_loop_child() {
     }
 }
 
+/// `save_loop_child`'s name as libtest knows it: its path in the test binary
+/// (`output::save_loop_child`), which `--exact` needs.
+fn save_loop_child_name() -> String {
+    let module = module_path!();
+    let within_binary = module.split_once("::").map_or(module, |(_, rest)| rest);
+    format!("{within_binary}::save_loop_child")
+}
+
 #[test]
 fn sigkill_while_saving_never_leaves_a_partial_png() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut delays_ms = 37u64;
     for round in 0..12 {
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "save_loop_child", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                &save_loop_child_name(),
+                "--ignored",
+                "--nocapture",
+            ])
             .env("POCKET_STUDIO_SAVE_LOOP_DIR", dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -1,0 +1,25 @@
+//! Pocket Studio's integration tests, as one test binary: each file was its
+//! own binary, and every one linked tract, c2pa and zbus again, natively and
+//! for aarch64. Modules keep the tests' names (`pipeline::parity_ddim`), so a
+//! filter such as `cargo test --release --test it pipeline::` runs one area.
+//!
+//! Python peers (`tests/provenance/peer.py`) run with the packages that
+//! `./setup.sh --tests` puts in `.venv`, see [`python3`].
+
+mod camera;
+mod output;
+mod pipeline;
+mod provenance;
+mod service;
+mod ui;
+
+/// The interpreter with the tests' Python packages: `.venv`'s when setup made
+/// one (so a bare `cargo test` finds them too), else `python3` on PATH.
+pub fn python3() -> std::process::Command {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    if venv.is_file() {
+        std::process::Command::new(venv)
+    } else {
+        std::process::Command::new("python3")
+    }
+}
