@@ -35,6 +35,45 @@ CPU_INDEPENDENT=(
     output::generate_writes_exact_4k_pngs_whose_text_decodes_to_the_request
     # The D-Bus service: the system test covers it on arm64, under systemd.
     service::
+    # Pure logic: the same Rust decides the same way on any CPU. Config and
+    # manifest parsing, touch gestures and key codes, the UI's screen flow
+    # (its drawing is checked by the golden tests, which stay), CLI text and
+    # exit codes, error naming for missing, corrupt or changed files (the
+    # hashing itself runs in every bundle open that stays), cancellation
+    # bookkeeping, the gallery's index, quota, atomic saves under SIGKILL and
+    # a full disk (file-system behaviour, not the CPU's), provenance switches.
+    config::tests::
+    ui::gesture::tests::
+    ui::input::tests::us_key_codes_type_text
+    camera::tests::the_smallest_size_that_covers_the_target_is_picked
+    camera::convert::tests::the_standard_tables_are_one_well_formed_segment
+    camera::init_image_reads_stop_at_the_size_cap
+    provenance::watermark::tests::payloads_parse_only_bits
+    pipeline::upscale::tests::tiles_cover_the_axis_with_equal_size_and_overlap
+    pipeline::truncation_names_the_dropped_text
+    pipeline::a_corrupted_byte_in_any_model_file_names_that_file
+    pipeline::a_missing_file_is_named
+    pipeline::an_unverified_optimum_folder_loads_and_a_broken_onnx_is_named
+    pipeline::bad_input_exits_non_zero_with_one_line_and_writes_nothing
+    pipeline::a_corrupt_model_makes_the_cli_fail_naming_the_file
+    pipeline::tokenize_prints_77_ids_as_json
+    pipeline::cancellation_stops_between_steps
+    pipeline::a_model_file_changed_after_opening_is_refused_when_read_again
+    output::cancelling_stops_between_tiles
+    output::a_corrupt_upscaler_is_named
+    output::gallery_lists_newest_first_deletes_and_enforces_its_quota
+    output::a_corrupt_or_missing_index_is_rebuilt_from_the_pngs
+    output::sigkill_while_saving_never_leaves_a_partial_png
+    output::a_full_disk_gives_no_space_and_leaves_nothing_behind
+    ui::the_system_tests_camera_taps_are_current
+    ui::glyphs_used_by_the_ui_exist_in_the_font
+    ui::tapping_keys_types_and_generate_runs_a_job_the_ui_follows_to_the_gallery
+    ui::swiping_scrolls_the_gallery_long_press_and_delete_remove_the_file
+    ui::holding_backspace_repeats
+    ui::jobs_from_other_clients_show_and_cancel_returns_to_compose
+    ui::the_camera_screen_says_why_there_is_no_camera_and_queues_nothing
+    ui::no_storage_shows_an_error_that_leads_to_the_gallery
+    provenance::switches_and_bad_keys
 )
 
 cargo_aarch64=(cargo --locked --quiet)
@@ -63,11 +102,12 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 start=$SECONDS
 set +e
-# Each test's time is printed (libtest's --report-time), to watch CI's budget.
+# Each test's time is printed (libtest's --report-time; cargo's --quiet would
+# hide it), to watch CI's budget.
 # RUSTC_BOOTSTRAP unlocks that flag for the test binaries only, through the
 # runner: given to cargo it would rebuild every crate (proc-macro2 tracks it).
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="env RUSTC_BOOTSTRAP=1 $CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER" \
-    "${cargo_aarch64[@]}" test "${targets[@]}" --no-fail-fast -- \
+    cargo --locked test "${targets[@]}" --no-fail-fast -- \
     -Z unstable-options --report-time "${skips[@]}" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
