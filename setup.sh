@@ -48,8 +48,11 @@ as_root() {
 
 need_packages=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || need_packages+=("$1"); }
+# Qualified with the build machine's architecture: once arm64 is added
+# (--tests), an unqualified name would also match the arm64 -dev package.
+native="$(dpkg --print-architecture)"
 for pkg in pkgconf libudev-dev libinput-dev libclang-dev libturbojpeg0-dev python3-venv; do
-    want "$pkg"
+    want "$pkg:$native"
 done
 if $tests; then
     for pkg in dbus systemd util-linux fonts-dejavu-core \
