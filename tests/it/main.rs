@@ -23,3 +23,18 @@ pub fn python3() -> std::process::Command {
         std::process::Command::new("python3")
     }
 }
+
+/// Copy a folder and everything below it, for tests that edit or break a
+/// copy of a committed bundle.
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}

@@ -320,21 +320,8 @@ fn truncation_names_the_dropped_text() {
 /// Copy the tiny bundle to a temp folder so a test can break it.
 fn bundle_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    copy_dir(&tiny_bundle(), dir.path());
+    crate::copy_tree(&tiny_bundle(), dir.path());
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 fn flip_byte(path: &Path) {

@@ -6,7 +6,7 @@
 //!
 //! `UPDATE_GOLDENS=1 cargo test --release --test it ui::` rewrites the goldens.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -496,7 +496,7 @@ struct Live {
 fn live(steps: u32, gallery_extra: &str, prefill: u64) -> Live {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = dir.path().join("model");
-    copy_tree(&repo().join("models/tiny-sd"), &model);
+    crate::copy_tree(&repo().join("models/tiny-sd"), &model);
     let manifest = model.join("pocket-studio.toml");
     let text = std::fs::read_to_string(&manifest).expect("manifest");
     std::fs::write(
@@ -568,19 +568,6 @@ fn meta(n: u64) -> ImageMeta {
         software: "pocket-studio test".into(),
         watermark: String::new(),
         c2pa: String::new(),
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for item in std::fs::read_dir(from).expect("read_dir") {
-        let item = item.expect("entry");
-        let target = to.join(item.file_name());
-        if item.file_type().expect("type").is_dir() {
-            copy_tree(&item.path(), &target);
-        } else {
-            std::fs::copy(item.path(), &target).expect("copy");
-        }
     }
 }
 
