@@ -24,6 +24,31 @@ pub fn python3() -> std::process::Command {
     }
 }
 
+/// An image's metadata as the tiny bundle writes it at its native size;
+/// tests override what they are about with `..crate::tiny_meta()`.
+pub fn tiny_meta() -> pocket_studio::store::ImageMeta {
+    pocket_studio::store::ImageMeta {
+        prompt: String::new(),
+        negative_prompt: String::new(),
+        seed: 0,
+        steps: 4,
+        scheduler: "euler".into(),
+        guidance: 4.0,
+        generated_width: 64,
+        generated_height: 64,
+        model: "tiny-sd".into(),
+        model_sha256: "unverified".into(),
+        upscaler: None,
+        upscaler_sha256: None,
+        output: "native".into(),
+        source: None,
+        strength: None,
+        software: "pocket-studio test".into(),
+        watermark: String::new(),
+        c2pa: String::new(),
+    }
+}
+
 /// Copy a folder and everything below it, for tests that edit or break a
 /// copy of a committed bundle.
 pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {

@@ -228,23 +228,14 @@ fn generate_writes_exact_4k_pngs_whose_text_decodes_to_the_request() {
 fn meta(seed: u64) -> ImageMeta {
     ImageMeta {
         prompt: format!("test image {seed}"),
-        negative_prompt: String::new(),
         seed,
         steps: 1,
-        scheduler: "euler".into(),
         guidance: 1.0,
         generated_width: 8,
         generated_height: 8,
         model: "test".into(),
         model_sha256: "0".repeat(64),
-        upscaler: None,
-        upscaler_sha256: None,
-        output: "native".into(),
-        source: None,
-        strength: None,
-        software: "pocket-studio test".into(),
-        watermark: String::new(),
-        c2pa: String::new(),
+        ..crate::tiny_meta()
     }
 }
 

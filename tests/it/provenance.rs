@@ -293,23 +293,12 @@ fn robustness_to_ordinary_handling() {
 fn meta() -> ImageMeta {
     ImageMeta {
         prompt: "a lighthouse".into(),
-        negative_prompt: String::new(),
         seed: 7,
-        steps: 4,
-        scheduler: "euler".into(),
-        guidance: 4.0,
-        generated_width: 64,
-        generated_height: 64,
-        model: "tiny-sd".into(),
         model_sha256: "ab".repeat(32),
         upscaler: Some("realesr-animevideov3-x4".into()),
         upscaler_sha256: Some("cd".repeat(32)),
         output: "4k".into(),
-        source: None,
-        strength: None,
-        software: "pocket-studio test".into(),
-        watermark: String::new(),
-        c2pa: String::new(),
+        ..crate::tiny_meta()
     }
 }
 

@@ -551,23 +551,8 @@ fn live(steps: u32, gallery_extra: &str, prefill: u64) -> Live {
 fn meta(n: u64) -> ImageMeta {
     ImageMeta {
         prompt: format!("prefilled image {n}"),
-        negative_prompt: String::new(),
         seed: n,
-        steps: 4,
-        scheduler: "euler".into(),
-        guidance: 4.0,
-        generated_width: 64,
-        generated_height: 64,
-        model: "tiny-sd".into(),
-        model_sha256: "unverified".into(),
-        upscaler: None,
-        upscaler_sha256: None,
-        output: "native".into(),
-        source: None,
-        strength: None,
-        software: "pocket-studio test".into(),
-        watermark: String::new(),
-        c2pa: String::new(),
+        ..crate::tiny_meta()
     }
 }
 

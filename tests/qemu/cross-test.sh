@@ -76,12 +76,11 @@ CPU_INDEPENDENT=(
     provenance::switches_and_bad_keys
 )
 
-cargo_aarch64=(cargo --locked --quiet)
 targets=(--profile "$AARCH64_PROFILE" --target "$AARCH64_TARGET" --lib --test it)
 echo "cross-test: building for $AARCH64_TARGET ($($RUSTC --version))"
 start=$SECONDS
 # The test binaries, and both binaries (the tests start them; systest.py installs them).
-"${cargo_aarch64[@]}" test --no-run "${targets[@]}"
+cargo --locked --quiet test --no-run "${targets[@]}"
 echo "cross-test: build took $((SECONDS - start)) s; pocket-studiod is $(du -h "$AARCH64_OUT/pocket-studiod" | cut -f1)"
 if $build_only; then
     exit 0
@@ -111,8 +110,9 @@ CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="env RUSTC_BOOTSTRAP=1 $CARGO_TARG
     -Z unstable-options --report-time "${skips[@]}" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-passed=$(grep -o '[0-9]* passed' "$log" | awk '{s += $1} END {print s + 0}')
-failed=$(grep -o '[0-9]* failed' "$log" | awk '{s += $1} END {print s + 0}')
+# Summed over libtest's summary lines only (test names may say "passed").
+passed=$(grep '^test result:' "$log" | grep -o '[0-9]* passed' | awk '{s += $1} END {print s + 0}')
+failed=$(grep '^test result:' "$log" | grep -o '[0-9]* failed' | awk '{s += $1} END {print s + 0}')
 echo "aarch64 tests: $passed passed, $failed failed ($((SECONDS - start)) s under qemu-user, cortex-a72)"
 if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then
     exit 1
