@@ -13,12 +13,15 @@
 #                        models/.cache/upscalers (models/export/fetch_upscalers.py)
 #   ./setup.sh --tests   also what every test needs (tests/run.sh runs this):
 #     x86_64 tests:  dbus-daemon, systemd-analyze, setpriv, the service's
-#                    user and group, DejaVu Sans for the UI's text
+#                    user and group, Liberation Sans for the UI's text
 #     aarch64:       Debian's rustc-web with the arm64 standard library
 #                    (rustup has none on a fresh machine), the aarch64 linker
 #                    and mold, qemu-user and qemu-system, mmdebstrap + arch-test
 #                    for the guest rootfs, kmod (depmod), e2fsprogs (mke2fs -d,
 #                    debugfs), the arm64 -dev packages, binfmt_misc
+#     Yocto layer:   BitBake's host needs (oe-core's HOSTTOOLS a fresh Debian
+#                    lacks, the en_US.UTF-8 locale) and the unprivileged user
+#                    "bitbake" it runs as (it refuses root)
 #     Python (.venv): Pillow (screendumps vs the UI goldens), invisible-watermark
 #                    (without its torch/onnxruntime dependencies), OpenCV,
 #                    PyWavelets, c2pa-python and scikit-image's photos
@@ -55,9 +58,10 @@ for pkg in pkgconf libudev-dev libinput-dev libclang-dev libturbojpeg0-dev pytho
     want "$pkg:$native"
 done
 if $tests; then
-    for pkg in dbus systemd util-linux fonts-dejavu-core \
+    for pkg in dbus systemd util-linux fonts-liberation2 \
         rustc-web gcc-aarch64-linux-gnu libc6-dev-arm64-cross mold \
-        qemu-user-static binfmt-support qemu-system-arm mmdebstrap arch-test kmod e2fsprogs cpio; do
+        qemu-user-static binfmt-support qemu-system-arm mmdebstrap arch-test kmod e2fsprogs cpio \
+        gawk chrpath diffstat locales file wget patch bzip2 xz-utils zstd rpcsvc-proto; do
         want "$pkg"
     done
     # (A new architecture always brings missing :arm64 packages, hence an update.)
@@ -99,5 +103,13 @@ if $tests; then
         as_root mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
     fi
     as_root update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+    # yocto-layer/bitbake-graph.sh: BitBake stops without this locale, and
+    # runs as this user when started by root.
+    if ! locale -a | grep -qix 'en_US.utf-\?8'; then
+        as_root localedef -i en_US -f UTF-8 en_US.UTF-8
+    fi
+    if ! getent passwd bitbake > /dev/null; then
+        as_root useradd --system --create-home --home-dir /home/bitbake --shell /bin/bash bitbake
+    fi
 fi
 echo "setup: ready"

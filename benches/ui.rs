@@ -41,7 +41,7 @@ impl Rig {
             bytes_free: Some(21_000_000_000),
         });
         Rig {
-            font: Font::load("auto").expect("DejaVu Sans"),
+            font: Font::load("auto").expect("Liberation Sans (fonts-liberation2)"),
             app,
             renderer: Renderer::new(width, height).expect("renderer"),
             key: 0,

@@ -67,7 +67,8 @@ pub struct UiConfig {
     pub rotation: u32,
     /// `auto` (the output's preferred mode) or `WxH`.
     pub mode: String,
-    /// `auto` (DejaVu Sans where the distribution puts it) or a TTF path.
+    /// `auto` (Liberation Sans, else DejaVu Sans, where the distribution puts
+    /// it) or a TTF path.
     pub font: String,
     /// Input device files; empty = every device of udev seat0.
     pub input: Vec<String>,

@@ -8,7 +8,8 @@
 #   guest     arm64 kernel + initramfs + Debian rootfs (build-image.sh, in the
 #             background from the start; reused when unchanged)
 #   system    boot the guest, check the service under systemd (systest.py)
-#   yocto     the layer's crates list and oelint-adv (yocto-layer/check.sh)
+#   yocto     the layer's crates list, oelint-adv, and `bitbake -g` of the
+#             image with oe-core yocto-6.0 and master (yocto-layer/check.sh)
 #
 # Usage: tests/run.sh [PHASE...]   e.g. `tests/run.sh x86_64` or
 # `tests/run.sh aarch64 system`; no argument runs them all, as CI does.

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Checks for the Yocto layer (meta-pocket-studio); no bitbake needed.
+# Checks for the Yocto layer (meta-pocket-studio):
 #   1. pocket-studio-crates.inc is what Cargo.lock says (scripts/gen-crates-inc.py --check)
 #   2. onnx-lite writes the same upscaler model.onnx as the onnx package
 #      (scripts/check-onnx-lite.py; skipped when onnx or the wheel is not installed)
 #   3. oelint-adv over every .bb/.bbappend/.inc/.conf, for wrynose and blacksail:
 #      any finding of any severity fails.
-# Needs: python3 >= 3.11 with yocto-layer/requirements-lint.txt (./setup.sh --tests puts it in .venv).
+#   4. a real BitBake: `bitbake -g pocket-studio-image` with oe-core yocto-6.0
+#      and master, offline (bitbake-graph.sh; --no-bitbake skips it).
+# Needs: python3 >= 3.11 with yocto-layer/requirements-lint.txt (./setup.sh --tests puts it in .venv);
+# for 4, ../shared/yocto beside the repository and what ./setup.sh --tests installs.
 set -uo pipefail
+
+bitbake=true
+case "${1:-}" in
+    "") ;;
+    --no-bitbake) bitbake=false ;;
+    *) echo "usage: yocto-layer/check.sh [--no-bitbake]" >&2; exit 2 ;;
+esac
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 layer="$here/meta-pocket-studio"
@@ -59,4 +69,8 @@ done
 
 echo "oelint-adv: ${#files[@]} files, $findings findings (releases: ${releases[*]})"
 [ "$findings" -eq 0 ] || status=1
+
+if $bitbake; then
+    "$here/bitbake-graph.sh" || status=1
+fi
 exit "$status"

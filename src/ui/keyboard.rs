@@ -4,7 +4,7 @@
 //! pressed.
 
 use super::app::Action;
-use super::scene::Area;
+use super::scene::{Area, Icon};
 use super::theme::TextStep;
 use super::widgets::{Builder, Kind};
 
@@ -47,6 +47,12 @@ pub struct Keyboard {
 /// Longest prompt the keyboard types (the tokenizer truncates far earlier;
 /// this keeps a stuck key from growing a string without bound).
 pub const MAX_PROMPT_CHARS: usize = 400;
+
+/// A key's face: a label or an icon.
+enum Face {
+    Text(String),
+    Icon(Icon),
+}
 
 impl Keyboard {
     /// Type `c` at the end of `text` while it is under
@@ -119,17 +125,19 @@ impl Keyboard {
         ]
     }
 
-    fn label(&self, key: Key) -> String {
-        match key {
+    /// What `key` shows: shift and backspace are drawn, not typeset, so
+    /// they need no particular font.
+    fn face(&self, key: Key) -> Face {
+        Face::Text(match key {
             Key::Char(c) if self.shifted => c.to_uppercase().collect(),
             Key::Char(c) => c.to_string(),
-            Key::Shift => "⇧".into(),
-            Key::Backspace => "⌫".into(),
+            Key::Shift => return Face::Icon(Icon::Shift),
+            Key::Backspace => return Face::Icon(Icon::Backspace),
             Key::Space => "space".into(),
             Key::Enter => "Go".into(),
             Key::Page(Page::Symbols) => "?123".into(),
             Key::Page(Page::Letters) => "ABC".into(),
-        }
+        })
     }
 
     /// Draw the keyboard into `area` and register every key.
@@ -156,7 +164,10 @@ impl Keyboard {
                     Key::Char(_) | Key::Shift | Key::Backspace => TextStep::Key,
                     _ => TextStep::Body,
                 };
-                b.button(cell, &self.label(key), kind, step, Action::Key(key));
+                match self.face(key) {
+                    Face::Text(label) => b.button(cell, &label, kind, step, Action::Key(key)),
+                    Face::Icon(icon) => b.icon_button(cell, icon, kind, step, Action::Key(key)),
+                }
                 x += w + gap;
             }
         }

@@ -10,7 +10,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use tiny_skia::{
-    FillRule, FilterQuality, Paint, PathBuilder, Pixmap, PixmapPaint, PixmapRef, Rect, Transform,
+    FillRule, FilterQuality, LineCap, LineJoin, Paint, PathBuilder, Pixmap, PixmapPaint, PixmapRef,
+    Rect, Stroke, Transform,
 };
 
 use super::text::Font;
@@ -166,6 +167,15 @@ pub enum Node {
         /// The text.
         text: String,
     },
+    /// A line icon drawn into the square `area`.
+    Icon {
+        /// Where (square; the icon's em box).
+        area: Area,
+        /// Which.
+        icon: Icon,
+        /// Stroke colour.
+        colour: Rgb,
+    },
     /// An opaque image scaled to fill `area` (copied 1:1 when it is
     /// already that size).
     Image {
@@ -183,6 +193,7 @@ impl Node {
             Node::Fill { area, .. }
             | Node::Outline { area, .. }
             | Node::Text { area, .. }
+            | Node::Icon { area, .. }
             | Node::Image { area, .. } => *area,
         }
     }
@@ -211,6 +222,7 @@ impl Node {
                 text,
             } => (2u8, area, x, baseline, size, colour, text).hash(&mut h),
             Node::Image { area, picture } => (3u8, area, picture.key).hash(&mut h),
+            Node::Icon { area, icon, colour } => (4u8, area, icon, colour).hash(&mut h),
         }
         h.finish()
     }
@@ -270,6 +282,20 @@ impl Node {
                     *colour,
                 );
             }
+            Node::Icon { area, icon, colour } => {
+                if let Some(path) = icon.path(area) {
+                    let mut paint = Paint::default();
+                    paint.set_color(colour.with_alpha(255));
+                    paint.anti_alias = true;
+                    let stroke = Stroke {
+                        width: (area.w as f32 * 0.08).max(1.5),
+                        line_cap: LineCap::Round,
+                        line_join: LineJoin::Round,
+                        ..Stroke::default()
+                    };
+                    target.stroke_path(&path, &paint, &stroke, shift, None);
+                }
+            }
             Node::Image { area, picture } => {
                 let source: PixmapRef<'_> = Pixmap::as_ref(&picture.pixmap);
                 if source.width() as i32 == area.w && source.height() as i32 == area.h {
@@ -292,6 +318,69 @@ impl Node {
                 target.draw_pixmap(0, 0, source, &paint, transform, None);
             }
         }
+    }
+}
+
+/// Key symbols drawn as vector outlines, so that they look the same with
+/// any text font (the shift and backspace symbols, U+21E7 and U+232B, are in
+/// DejaVu Sans but not in Liberation Sans, the font a Yocto image has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Icon {
+    /// An outlined upward arrow.
+    Shift,
+    /// A left-pointing key cap with a cross in it.
+    Backspace,
+}
+
+impl Icon {
+    /// Polylines in the unit square (x right, y down); each closes or not.
+    fn strokes(self) -> &'static [(&'static [(f32, f32)], bool)] {
+        match self {
+            Icon::Shift => &[(
+                &[
+                    (0.5, 0.12),
+                    (0.88, 0.5),
+                    (0.68, 0.5),
+                    (0.68, 0.86),
+                    (0.32, 0.86),
+                    (0.32, 0.5),
+                    (0.12, 0.5),
+                ],
+                true,
+            )],
+            Icon::Backspace => &[
+                (
+                    &[
+                        (0.06, 0.5),
+                        (0.32, 0.22),
+                        (0.94, 0.22),
+                        (0.94, 0.78),
+                        (0.32, 0.78),
+                    ],
+                    true,
+                ),
+                (&[(0.5, 0.38), (0.74, 0.62)], false),
+                (&[(0.74, 0.38), (0.5, 0.62)], false),
+            ],
+        }
+    }
+
+    /// The icon's outline scaled into `area`.
+    fn path(self, area: &Area) -> Option<tiny_skia::Path> {
+        let (x, y, w, h) = (area.x as f32, area.y as f32, area.w as f32, area.h as f32);
+        let mut pb = PathBuilder::new();
+        for (points, closed) in self.strokes() {
+            let mut points = points.iter().map(|(u, v)| (x + u * w, y + v * h));
+            let (x0, y0) = points.next()?;
+            pb.move_to(x0, y0);
+            for (px, py) in points {
+                pb.line_to(px, py);
+            }
+            if *closed {
+                pb.close();
+            }
+        }
+        pb.finish()
     }
 }
 

@@ -12,9 +12,14 @@ use tiny_skia::PixmapMut;
 use super::UiError;
 use super::theme::Rgb;
 
-/// Where the font is looked for when the config says `auto`: Debian's
-/// fonts-dejavu-core, then Yocto's ttf-dejavu-sans.
+/// Where the font is looked for when the config says `auto`: Liberation Sans
+/// 2.1.5 as Debian's fonts-liberation2 and OpenEmbedded-Core's
+/// liberation-fonts install it (the same release in both, so a Yocto image
+/// draws what the golden screenshots show), then DejaVu Sans for other
+/// systems.
 pub const FONT_SEARCH_PATH: &[&str] = &[
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/ttf/LiberationSans-Regular.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/ttf/DejaVuSans.ttf",
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
@@ -51,7 +56,7 @@ impl Font {
             .find(|p| p.is_file())
             .ok_or_else(|| {
                 UiError::Font(format!(
-                    "no font found (looked for {}); install fonts-dejavu-core or set [ui] font",
+                    "no font found (looked for {}); install fonts-liberation2 or set [ui] font",
                     FONT_SEARCH_PATH.join(", ")
                 ))
             })?;

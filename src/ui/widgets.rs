@@ -4,7 +4,7 @@
 //! and what a finger hits come from the same rectangle.
 
 use super::app::Action;
-use super::scene::{Area, Node, Picture};
+use super::scene::{Area, Icon, Node, Picture};
 use super::text::Font;
 use super::theme::{self, Metrics, Rgb, TextStep};
 
@@ -167,6 +167,36 @@ impl<'a> Builder<'a> {
 
     /// A labelled button.
     pub fn button(&mut self, area: Area, label: &str, kind: Kind, step: TextStep, action: Action) {
+        let colour = self.button_frame(area, kind, action);
+        let pad = self.metrics.space(1);
+        self.label(area.inset(pad), label, step, colour, Align::Centre);
+    }
+
+    /// A button showing an icon the size of `step`'s text.
+    pub fn icon_button(
+        &mut self,
+        area: Area,
+        icon: Icon,
+        kind: Kind,
+        step: TextStep,
+        action: Action,
+    ) {
+        let colour = self.button_frame(area, kind, action);
+        let side = self.size(step).min(area.w as f32).min(area.h as f32);
+        let (x, y) = (
+            area.x as f32 + (area.w as f32 - side) / 2.0,
+            area.y as f32 + (area.h as f32 - side) / 2.0,
+        );
+        self.nodes.push(Node::Icon {
+            area: Area::new(x, y, side, side),
+            icon,
+            colour,
+        });
+    }
+
+    /// A button's background, selection outline and hit area; returns the
+    /// colour its label or icon is drawn in.
+    fn button_frame(&mut self, area: Area, kind: Kind, action: Action) -> Rgb {
         let pressed = self.is_pressed(&action);
         let radius = self.metrics.radius();
         let (fill, text) = match (kind, pressed) {
@@ -178,6 +208,7 @@ impl<'a> Builder<'a> {
             (Kind::Plain | Kind::Selected, true) => (theme::SURFACE_PRESSED, theme::TEXT),
         };
         self.fill(area, fill, radius);
+        self.hit(area, action);
         if kind == Kind::Selected {
             self.outline(
                 area,
@@ -185,15 +216,10 @@ impl<'a> Builder<'a> {
                 radius,
                 2.0 * self.metrics.scale.max(1.0),
             );
-        }
-        let colour = if kind == Kind::Selected {
             theme::ACCENT
         } else {
             text
-        };
-        let pad = self.metrics.space(1);
-        self.label(area.inset(pad), label, step, colour, Align::Centre);
-        self.hit(area, action);
+        }
     }
 
     /// A horizontal progress bar, `fraction` in 0..=1.

@@ -5,7 +5,7 @@
 #   initramfs.cpio.gz busybox-static (arm64) + those modules; it mounts the
 #                     disk labelled psroot and switch_roots into systemd
 #   rootfs.tar        a minbase Debian bookworm arm64 tree from mmdebstrap
-#                     (systemd, dbus, udev, libinput, libturbojpeg, v4l-utils, DejaVu fonts), docs left
+#                     (systemd, dbus, udev, libinput, libturbojpeg, v4l-utils, Liberation fonts), docs left
 #                     out, with only the kernel modules the tests use
 # The product (binaries, units, models) is added per run by systest.py, so
 # this is rebuilt only when this script or the kernel package changes.
@@ -110,7 +110,7 @@ rm -f "$out/rootfs.key"
 rootfs_modules="$(module_closure virtio_pci virtio_blk crc32c_generic ext4 virtio_gpu virtio_input virtio_rng \
     evdev uinput vivid | tr '\n' ' ')"
 mmdebstrap --quiet --arch=arm64 --variant=minbase \
-    --include=systemd,systemd-sysv,dbus,udev,kmod,libinput10,libturbojpeg0,v4l-utils,fonts-dejavu-core \
+    --include=systemd,systemd-sysv,dbus,udev,kmod,libinput10,libturbojpeg0,v4l-utils,fonts-liberation2 \
     --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \

@@ -54,7 +54,12 @@ def stage_rootfs(image: Path, bins: Path, root: Path):
     install(sd / "pocket-studio.sysusers", root / "usr/lib/sysusers.d/pocket-studio.conf")
     install(sd / "pocket-studio.tmpfiles", root / "usr/lib/tmpfiles.d/pocket-studio.conf")
     install(sd / "pocket-studio.modules-load", root / "usr/lib/modules-load.d/pocket-studio.conf")
-    install(sd / "config.example.toml", root / "usr/share/doc/pocket-studio/config.example.toml")
+    doc = root / "usr/share/doc/pocket-studio"
+    for name in ("LICENSE-MIT", "LICENSE-APACHE", "README.md"):
+        install(REPO / name, doc / name)
+    install(sd / "config.example.toml", doc / "config.example.toml")
+    for text in sorted((REPO / "third-party").iterdir()):
+        install(text, doc / "third-party" / text.name)
     # The guest has no upscaler: with floating point emulated, a 4K upscale
     # would take hours, so images stay at the bundle's native size.
     etc = root / "etc/pocket-studio"
@@ -374,12 +379,17 @@ def main() -> int:
     expected = {"unit-active-via-sd-notify", "dbus-generate-png", "bad-request-refused-service-stays-up",
                 "job-survives-restart", "png-metadata", "touch-ui-generate", "display-shows-ui",
                 "touch-ui-viewer", "camera-img2img", "camera-frame-is-vivid-colour-bars",
-                "touch-ui-camera", "provenance-on-device", "provenance-read-by-peers"}
+                "touch-ui-camera", "provenance-on-device", "provenance-read-by-peers",
+                "licences-installed"}
     for missing in sorted(expected - {name for name, _ in checks}):
         checks.append((missing, "never ran (guest stopped or was killed first)"))
     if not powered_off:
         checks.append(("guest-powers-off", f"still running after {args.timeout:.0f} s"))
 
+    licences = out / "licences.txt"
+    if licences.is_file():
+        print("systest: the guest's /usr/share/doc/pocket-studio:")
+        print("\n".join(f"  {line}" for line in licences.read_text().splitlines()))
     for name, why in checks:
         print(f"systest: {'PASS' if why is None else 'FAIL'} {name}" + ("" if why is None else f": {why}"))
     failed = [name for name, why in checks if why is not None]

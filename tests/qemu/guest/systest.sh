@@ -219,6 +219,27 @@ else
     fail touch-ui-camera "no camera or no display for the UI's camera screen"
 fi
 
+# 8. The licences installed with the product: its own two, and the text of
+# every third-party work that third-party/README.md lists (its "Text" column).
+doc=/usr/share/doc/pocket-studio
+(cd "$doc" && find . -type f -printf '%P %s bytes\n' | sort) > "$out/licences.txt" 2>&1
+missing=()
+for text in LICENSE-MIT LICENSE-APACHE third-party/README.md \
+    $(grep -o '`[A-Za-z0-9_.-]*\.txt`' "$doc/third-party/README.md" 2>/dev/null | tr -d '`' | sed 's|^|third-party/|'); do
+    [ -s "$doc/$text" ] || missing+=("$text")
+done
+if ! grep -q 'Apache License' "$doc/LICENSE-APACHE" 2>/dev/null || ! grep -q '^MIT License' "$doc/LICENSE-MIT" 2>/dev/null; then
+    missing+=("the product's licence texts")
+fi
+if [ "$(grep -c '\.txt`' "$doc/third-party/README.md" 2>/dev/null)" -lt 5 ]; then
+    missing+=("third-party/README.md lists fewer than 5 licence texts")
+fi
+if [ ${#missing[@]} -eq 0 ]; then
+    pass licences-installed
+else
+    fail licences-installed "missing or empty in $doc: ${missing[*]}"
+fi
+
 systemctl show -p NRestarts --value pocket-studio.service > "$out/nrestarts"
 journalctl -b --no-pager -o short-monotonic > "$out/journal.txt"
 journalctl -b --no-pager -o short-monotonic -u pocket-studio.service > "$out/journal-pocket-studio.txt"

@@ -8,8 +8,13 @@ DESCRIPTION = "pocket-studiod serves org.pocketstudio.Studio1 on the system bus 
                upscaler on the CPU; pocket-studio is its command-line client."
 SECTION = "multimedia"
 CVE_PRODUCT = "pocket-studio"
-# The product has no licence file yet; until it does it is treated as closed.
-LICENSE = "CLOSED"
+# MIT OR Apache-2.0. oe-core after 6.0 reads LICENSE as an SPDX expression and
+# warns on the old operators; 6.0 "wrynose" knows only those (there "OR" would
+# be taken for a licence of that name), so the spelling follows the oe-core
+# in use.
+LICENSE = "${@'MIT OR Apache-2.0' if hasattr(oe.license, 'convert_legacy_license_to_spdx') else 'MIT | Apache-2.0'}"
+LIC_FILES_CHKSUM = "file://LICENSE-MIT;md5=c40c6bc70a79ec36f0e7cc11651351c8 \
+                    file://LICENSE-APACHE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 require pocket-studio-source.inc
 
@@ -57,8 +62,12 @@ do_install:append() {
     install -m 0644 ${S}/systemd/pocket-studio.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/pocket-studio.conf
     install -m 0644 ${S}/systemd/pocket-studio.modules-load ${D}${nonarch_libdir}/modules-load.d/pocket-studio.conf
 
-    install -d ${D}${docdir}/${BPN}
-    install -m 0644 ${S}/systemd/config.example.toml ${S}/README.md ${D}${docdir}/${BPN}/
+    # The licences, the product's and those of the third-party works an image
+    # carries (third-party/README.md lists them), with the README and the
+    # example configuration: everything a user of the device may need to read.
+    install -d ${D}${docdir}/${BPN}/third-party
+    install -m 0644 ${S}/systemd/config.example.toml ${S}/README.md ${S}/LICENSE-MIT ${S}/LICENSE-APACHE ${D}${docdir}/${BPN}/
+    install -m 0644 ${S}/third-party/* ${D}${docdir}/${BPN}/third-party/
 }
 
 SYSTEMD_SERVICE:${PN} = "pocket-studio.service"
@@ -77,10 +86,15 @@ FILES:${PN} += "${datadir}/dbus-1/system.d/org.pocketstudio.Studio1.conf \
                 ${nonarch_libdir}/tmpfiles.d/pocket-studio.conf \
                 ${nonarch_libdir}/modules-load.d/pocket-studio.conf"
 FILES:${PN}-dev += "${datadir}/dbus-1/interfaces/org.pocketstudio.Studio1.xml"
+# The licences and notes in ${docdir}/${BPN} belong on every device, not in
+# ${PN}-doc, which an image without the doc-pkgs feature leaves out.
+FILES:${PN}-doc:remove = "${docdir}"
+FILES:${PN} += "${docdir}/${BPN}"
 
-# The UI's text font: /usr/share/fonts/ttf/DejaVuSans.ttf, one of the paths
-# [ui] font = "auto" searches.
-RDEPENDS:${PN} += "dbus libinput ttf-dejavu-sans"
+# The UI's text font: /usr/share/fonts/ttf/LiberationSans-Regular.ttf from
+# oe-core's liberation-fonts (2.1.5, the release the golden screenshots are
+# drawn with), one of the paths [ui] font = "auto" searches.
+RDEPENDS:${PN} += "dbus liberation-fonts libinput"
 # videodev is loaded at boot (modules-load.d) so the unit's device policy
 # admits cameras plugged in later.
 RRECOMMENDS:${PN} += "pocket-studio-models kernel-module-videodev"
