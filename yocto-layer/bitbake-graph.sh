@@ -97,7 +97,8 @@ for tree in "${trees[@]}"; do
     if [ "$(cat "$top/.unpacked" 2>/dev/null)" != "$stamp" ]; then
         as_user rm -rf "$top/bitbake" "$top/openembedded-core"
         as_user mkdir -p "$top"
-        as_user tar -xzf "$tarball" -C "$top"
+        # Read by this shell: the user may have no access to where ../shared is.
+        as_user tar -xzf - -C "$top" < "$tarball"
         echo "$stamp" | as_user tee "$top/.unpacked" > /dev/null
     fi
     build="$top/build"
