@@ -223,15 +223,16 @@ fi
 # every third-party work that third-party/README.md lists (its "Text" column).
 doc=/usr/share/doc/pocket-studio
 (cd "$doc" && find . -type f -printf '%P %s bytes\n' | sort) > "$out/licences.txt" 2>&1
+# The "Text" column is the last cell of each table row: | ... | `NAME.txt` |
+texts="$(grep -o '| `[A-Za-z0-9_.-]*\.txt` |$' "$doc/third-party/README.md" 2>/dev/null | tr -d '`| ')"
 missing=()
-for text in LICENSE-MIT LICENSE-APACHE third-party/README.md \
-    $(grep -o '`[A-Za-z0-9_.-]*\.txt`' "$doc/third-party/README.md" 2>/dev/null | tr -d '`' | sed 's|^|third-party/|'); do
+for text in LICENSE-MIT LICENSE-APACHE third-party/README.md $(printf 'third-party/%s\n' $texts); do
     [ -s "$doc/$text" ] || missing+=("$text")
 done
 if ! grep -q 'Apache License' "$doc/LICENSE-APACHE" 2>/dev/null || ! grep -q '^MIT License' "$doc/LICENSE-MIT" 2>/dev/null; then
     missing+=("the product's licence texts")
 fi
-if [ "$(grep -c '\.txt`' "$doc/third-party/README.md" 2>/dev/null)" -lt 5 ]; then
+if [ "$(echo "$texts" | grep -c .)" -lt 5 ]; then
     missing+=("third-party/README.md lists fewer than 5 licence texts")
 fi
 if [ ${#missing[@]} -eq 0 ]; then
