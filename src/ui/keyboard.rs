@@ -128,16 +128,17 @@ impl Keyboard {
     /// What `key` shows: shift and backspace are drawn, not typeset, so
     /// they need no particular font.
     fn face(&self, key: Key) -> Face {
-        Face::Text(match key {
-            Key::Char(c) if self.shifted => c.to_uppercase().collect(),
-            Key::Char(c) => c.to_string(),
+        let label = match key {
             Key::Shift => return Face::Icon(Icon::Shift),
             Key::Backspace => return Face::Icon(Icon::Backspace),
+            Key::Char(c) if self.shifted => c.to_uppercase().collect(),
+            Key::Char(c) => c.to_string(),
             Key::Space => "space".into(),
             Key::Enter => "Go".into(),
             Key::Page(Page::Symbols) => "?123".into(),
             Key::Page(Page::Letters) => "ABC".into(),
-        })
+        };
+        Face::Text(label)
     }
 
     /// Draw the keyboard into `area` and register every key.
