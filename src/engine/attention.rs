@@ -6,9 +6,9 @@
 //! than multiplying it. Every output row depends on its own query row only,
 //! so the graph is rewritten (before tract optimizes it) into chunks of query
 //! rows whose scores fit in [`CHUNK_BYTES`], concatenated at the end. The
-//! arithmetic per row is unchanged. On CPUs with AVX2 the fused op
-//! (`fused_attention.rs`, which finds attentions through [`find_chain`] too)
-//! takes them first; the chunks serve the rest, such as the board's arm64.
+//! arithmetic per row is unchanged. On CPUs with AVX2 and on aarch64 the
+//! fused op (`fused_attention.rs`, which finds attentions through
+//! [`find_chain`] too) takes them first; the chunks serve the rest.
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::{Slice, TypedConcat};

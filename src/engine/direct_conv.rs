@@ -1,4 +1,5 @@
-//! 3x3 and 1x1 convolutions computed directly from the input (x86_64 AVX2).
+//! 3x3 and 1x1 convolutions computed directly from the input (x86_64 AVX2,
+//! aarch64 NEON).
 //!
 //! tract runs a convolution as a matrix product over an im2col view of the
 //! input, packing both operands as it goes; on the VAE decoder's
@@ -10,9 +11,9 @@
 //! channels) copies its input rows once, with their zero border, into a
 //! buffer the width of the padded row; a tile of 16 consecutive outputs of
 //! such a flattened row under one kernel tap is then 16 consecutive inputs,
-//! shifted by the tap's offset. Each step of the inner loop is two vector
-//! loads of input, six broadcast weights (six output channels) and twelve
-//! fused multiply-adds into registers; the border columns give junk outputs,
+//! shifted by the tap's offset. Each step of the inner loop is 16 inputs
+//! loaded (two AVX2 or four NEON vectors), six broadcast weights (six
+//! output channels) and 96 fused multiply-adds into registers; the border columns give junk outputs,
 //! never copied out. Input channels are taken 16 at a time and four blocks
 //! of output channels go over one line of output together, so the line's
 //! partial sums stay in L2 and a block's weights in L1; narrow images join
@@ -24,9 +25,10 @@
 //! `conv_split.rs`). The 3x3 ones with 16 channels and more in and out go to
 //! Winograd's transform first (`winograd.rs`, fewer multiplies); this kernel
 //! keeps the 1x1 ones and those with few channels (the networks' first and
-//! last). Other CPUs (the board's arm64 cores, where tract's own
-//! kernels are its best tuned) keep tract's convolutions: the rewrite only
-//! runs when the CPU has AVX2 and FMA.
+//! last). The rewrite runs on x86_64 CPUs with AVX2 and FMA and on every
+//! aarch64 CPU (NEON is part of the architecture), with the same plan-time
+//! choices on both; only the innermost loop ([`tile_kernel`]) differs.
+//! Other CPUs keep tract's convolutions.
 
 use std::cell::RefCell;
 
@@ -61,13 +63,19 @@ pub const MIN_PIXELS: usize = 2048;
 /// Units of work per thread, so the threads finish close together.
 const UNITS_PER_THREAD: usize = 4;
 
-/// Whether this CPU runs the direct kernel.
+/// Whether this CPU runs the engine's own kernels (this one, and the
+/// Winograd, attention and group-norm ops built on the same vector code):
+/// x86_64 with AVX2 and FMA, or any aarch64 CPU (NEON is always there).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         false
     }
@@ -75,7 +83,7 @@ pub fn available() -> bool {
 
 /// Replace every convolution the direct kernel handles over images of at
 /// least `min_pixels` ([`MIN_PIXELS`] in the programs); returns how many.
-/// Does nothing on a CPU without AVX2 and FMA.
+/// Does nothing on a CPU without the engine's kernels ([`available`]).
 pub fn replace_convolutions(model: &mut TypedModel, min_pixels: usize) -> TractResult<usize> {
     if !available() {
         return Ok(0);
@@ -105,7 +113,7 @@ fn rewrite(model: &mut TypedModel, site: &Site) -> TractResult<()> {
 }
 
 /// Put the direct kernel in place of convolution node `id` if it takes it
-/// (an image of at least [`MIN_PIXELS`], a CPU with AVX2 and FMA); returns
+/// (an image of at least [`MIN_PIXELS`], a CPU where [`available`]); returns
 /// the kernel's output. For `group_norm.rs`, which needs a block's 1x1
 /// shortcut to read its input where it lies (tract's turns into a product
 /// over a reshaped copy).
@@ -358,8 +366,11 @@ struct Unit {
 /// How a tile's sums begin: the bias (first chunk of input channels) or the
 /// partial sums left by the previous chunks.
 #[derive(Clone, Copy)]
-// Read by the AVX2 kernel only; elsewhere the op is never made.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+// Read by the vector kernels only; elsewhere the op is never made.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 enum Start<'a> {
     Bias(&'a [f32]),
     Sums,
@@ -370,7 +381,7 @@ enum Start<'a> {
 /// + o] * input[c * plane + ky * row + kx + p]`.
 ///
 /// # Safety
-/// AVX2 and FMA present; the reads and writes described stay inside their
+/// [`available`]; the reads and writes described stay inside their
 /// buffers.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_kernel(
@@ -392,12 +403,20 @@ unsafe fn tile_kernel(
             _ => avx2::tile::<1>(input, plane, row, channels, weights, sums, stride, start),
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match size {
+            3 => neon::tile::<3>(input, plane, row, channels, weights, sums, stride, start),
+            _ => neon::tile::<1>(input, plane, row, channels, weights, sums, stride, start),
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (
             size, input, plane, row, channels, weights, sums, stride, start,
         );
-        unreachable!("the direct convolution runs on x86_64 only");
+        unreachable!("the direct convolution runs on x86_64 and aarch64 only");
     }
 }
 
@@ -461,6 +480,75 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{CHANNEL_BLOCK, Start};
+    use std::arch::aarch64::*;
+
+    /// [`super::tile_kernel`] for a `SIZE` x `SIZE` kernel: 24 accumulators
+    /// (six channels of 16 outputs), four input vectors, one weight
+    /// multiplied by element (29 of the 32 registers).
+    ///
+    /// Never inlined: like the AVX2 twin (a `target_feature` function) it
+    /// keeps a symbol of its own, where `benches/inner_loops.py` finds its loop.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile<const SIZE: usize>(
+        input: *const f32,
+        plane: usize,
+        row: usize,
+        channels: usize,
+        mut weights: *const f32,
+        sums: *mut f32,
+        stride: usize,
+        start: Start,
+    ) {
+        // SAFETY: the caller keeps every pointer below in bounds.
+        unsafe {
+            let mut acc = [[vdupq_n_f32(0.0); 4]; CHANNEL_BLOCK];
+            for (o, lanes) in acc.iter_mut().enumerate() {
+                match start {
+                    Start::Bias(bias) => *lanes = [vdupq_n_f32(bias[o]); 4],
+                    Start::Sums => {
+                        let at = sums.add(o * stride);
+                        for (q, lane) in lanes.iter_mut().enumerate() {
+                            *lane = vld1q_f32(at.add(4 * q));
+                        }
+                    }
+                }
+            }
+            for c in 0..channels {
+                let channel = input.add(c * plane);
+                for ky in 0..SIZE {
+                    let line = channel.add(ky * row);
+                    for kx in 0..SIZE {
+                        let at = line.add(kx);
+                        let x = [
+                            vld1q_f32(at),
+                            vld1q_f32(at.add(4)),
+                            vld1q_f32(at.add(8)),
+                            vld1q_f32(at.add(12)),
+                        ];
+                        for (o, lanes) in acc.iter_mut().enumerate() {
+                            let w = *weights.add(o);
+                            for (lane, x) in lanes.iter_mut().zip(x) {
+                                *lane = vfmaq_n_f32(*lane, x, w);
+                            }
+                        }
+                        weights = weights.add(CHANNEL_BLOCK);
+                    }
+                }
+            }
+            for (o, lanes) in acc.iter().enumerate() {
+                let at = sums.add(o * stride);
+                for (q, lane) in lanes.iter().enumerate() {
+                    vst1q_f32(at.add(4 * q), *lane);
+                }
+            }
+        }
+    }
+}
+
 impl Op for DirectConv {
     fn name(&self) -> StaticName {
         "DirectConv".into()
@@ -518,6 +606,14 @@ mod tests {
     /// block of outputs, images too wide for one unit (several strips),
     /// narrow ones (rows joined into lines, the last one shorter), output
     /// channels split across units, a shared bias; on one thread and two.
+    /// The boards' cores always run the engine's kernels, so the tests
+    /// below that compare placement with `available()` assert placement.
+    #[test]
+    #[cfg(target_arch = "aarch64")]
+    fn every_aarch64_cpu_runs_the_engine_kernels() {
+        assert!(available());
+    }
+
     #[test]
     fn direct_convolution_matches_tract() {
         let cases = [

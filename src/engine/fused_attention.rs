@@ -1,5 +1,5 @@
 //! Attention as one op: scores, softmax and the weighted sum of the values,
-//! flash-attention style (x86_64 AVX2).
+//! flash-attention style (x86_64 AVX2, aarch64 NEON).
 //!
 //! tract runs `softmax(Q K^T) V` as two products and a softmax; at 672x384
 //! the UNet's first self-attentions have 4,032 tokens, so each head's scores
@@ -20,8 +20,8 @@
 //! stored; the same attention takes 0.40-0.48 s.
 //!
 //! Only float attentions whose queries have their features as the last axis
-//! are fused; the rest (and every attention on a CPU without AVX2 and FMA,
-//! such as the board's) keep tract's ops and the chunking of `attention.rs`.
+//! are fused; the rest (and every attention on an x86_64 CPU without AVX2 and
+//! FMA) keep tract's ops and the chunking of `attention.rs`.
 
 use std::cell::RefCell;
 
@@ -45,7 +45,8 @@ pub fn available() -> bool {
 }
 
 /// Fuse every attention the op handles into one [`FusedAttention`];
-/// returns how many. Does nothing on a CPU without AVX2 and FMA.
+/// returns how many. Does nothing on a CPU without the engine's kernels
+/// ([`super::direct_conv::available`]).
 pub fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
     if !available() {
         return Ok(0);
@@ -441,7 +442,11 @@ fn row_max(row: &[f32]) -> f32 {
     unsafe {
         avx2::row_max(row)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        neon::row_max(row)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
     }
@@ -455,7 +460,11 @@ fn exp_sum(row: &mut [f32], max: f32) -> f32 {
     unsafe {
         avx2::exp_sum(row, max)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        neon::exp_sum(row, max)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         row.iter_mut()
             .map(|v| {
@@ -560,6 +569,74 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    /// [`super::row_max`]: four lanes, then the tail one by one.
+    pub(super) fn row_max(row: &[f32]) -> f32 {
+        let mut blocks = row.chunks_exact(4);
+        // SAFETY: NEON is part of aarch64; each block holds four values.
+        let top = unsafe {
+            let mut lanes = vdupq_n_f32(f32::NEG_INFINITY);
+            for block in &mut blocks {
+                lanes = vmaxq_f32(lanes, vld1q_f32(block.as_ptr()));
+            }
+            vmaxvq_f32(lanes)
+        };
+        blocks.remainder().iter().fold(top, |m, &v| m.max(v))
+    }
+
+    /// `2^t` for four `t <= 0`, the same steps and constants as the AVX2
+    /// twin (so the same values): `t = k + f` with `k` whole (nearest,
+    /// ties to even) and `|f| <= 1/2`, `2^f` by Cephes' degree-6
+    /// polynomial, `2^k` built in the exponent bits; `t` below -126 gives 0.
+    fn exp2(t: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is part of aarch64.
+        unsafe {
+            let t = vmaxq_f32(t, vdupq_n_f32(-127.0));
+            let k = vrndnq_f32(t);
+            let f = vsubq_f32(t, k);
+            let mut p = vdupq_n_f32(1.535_336_2e-4);
+            for c in [
+                1.339_887_4e-3,
+                9.618_437e-3,
+                5.550_332_5e-2,
+                2.402_264_8e-1,
+                6.931_472e-1,
+                1.0,
+            ] {
+                p = vfmaq_f32(vdupq_n_f32(c), p, f);
+            }
+            let bits = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(k), vdupq_n_s32(127)));
+            vmulq_f32(p, vreinterpretq_f32_s32(bits))
+        }
+    }
+
+    /// [`super::exp_sum`]: `exp(x - max) = 2^((x - max) log2 e)`, four
+    /// lanes at a time, the tail through a padded block.
+    pub(super) fn exp_sum(row: &mut [f32], max: f32) -> f32 {
+        // SAFETY: NEON is part of aarch64; each block holds four values.
+        unsafe {
+            let (top, log2e) = (vdupq_n_f32(max), vdupq_n_f32(std::f32::consts::LOG2_E));
+            let exp = |x: float32x4_t| exp2(vmulq_f32(vsubq_f32(x, top), log2e));
+            let mut sums = [vdupq_n_f32(0.0); 2];
+            let mut blocks = row.chunks_exact_mut(4);
+            for (ix, block) in (&mut blocks).enumerate() {
+                let y = exp(vld1q_f32(block.as_ptr()));
+                vst1q_f32(block.as_mut_ptr(), y);
+                sums[ix % 2] = vaddq_f32(sums[ix % 2], y);
+            }
+            let tail = blocks.into_remainder();
+            let mut spread = [max; 4];
+            spread[..tail.len()].copy_from_slice(tail);
+            vst1q_f32(spread.as_mut_ptr(), exp(vld1q_f32(spread.as_ptr())));
+            tail.copy_from_slice(&spread[..tail.len()]);
+            vaddvq_f32(vaddq_f32(sums[0], sums[1])) + spread[..tail.len()].iter().sum::<f32>()
+        }
+    }
+}
+
 impl Op for FusedAttention {
     fn name(&self) -> StaticName {
         "FusedAttention".into()
@@ -572,7 +649,10 @@ impl EvalOp for FusedAttention {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (q, k, v) = args_3!(inputs);
-        ensure!(available(), "FusedAttention needs AVX2 and FMA");
+        ensure!(
+            available(),
+            "FusedAttention needs AVX2 and FMA, or aarch64 NEON"
+        );
         let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
         let heads: TVec<usize> = self.q.heads.iter().map(|&a| qs[a]).collect();
         let sizes = Sizes {

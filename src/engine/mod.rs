@@ -24,6 +24,7 @@ use crate::error::{Error, ModelFault, Result};
 
 mod attention;
 mod conv_split;
+pub mod cpu;
 mod direct_conv;
 mod fused_attention;
 mod group_norm;

@@ -1,13 +1,15 @@
-//! One tile of a matrix product, six rows by 16 columns in AVX2 registers:
-//! the inner loop of the fused attention (`fused_attention.rs`) and of the
+//! One tile of a matrix product, six rows by 16 columns in vector registers
+//! (two AVX2 vectors a row on x86_64, four NEON vectors on aarch64): the
+//! inner loop of the fused attention (`fused_attention.rs`) and of the
 //! Winograd convolution (`winograd.rs`). `a` is read where it lies (rows at
 //! a stride, one value broadcast a step), `b` packed in panels of 16
-//! columns, so each step is two vector loads, six broadcasts and twelve
-//! fused multiply-adds.
+//! columns, so each step is 16 columns of `b` loaded, six values of `a`
+//! broadcast and 96 fused multiply-adds (12 AVX2 or 24 NEON instructions).
+//! Only this innermost loop differs between the two architectures.
 
 /// Rows one tile computes (six broadcast values a step).
 pub(super) const ROWS: usize = 6;
-/// Columns one tile computes: two AVX vectors.
+/// Columns one tile computes: two AVX vectors, four NEON vectors.
 pub(super) const COLUMNS: usize = 16;
 
 /// `c[r][0..16] (+)= sum over s < depth of a[r][s] * b[s][0..16]` for the
@@ -43,10 +45,23 @@ pub(super) fn tile(
             _ => avx2::tile::<6>(depth, a, lda, b, c, ldc, accumulate),
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: the lengths were checked above; NEON is part of aarch64.
+    unsafe {
+        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        match rows {
+            1 => neon::tile::<1>(depth, a, lda, b, c, ldc, accumulate),
+            2 => neon::tile::<2>(depth, a, lda, b, c, ldc, accumulate),
+            3 => neon::tile::<3>(depth, a, lda, b, c, ldc, accumulate),
+            4 => neon::tile::<4>(depth, a, lda, b, c, ldc, accumulate),
+            5 => neon::tile::<5>(depth, a, lda, b, c, ldc, accumulate),
+            _ => neon::tile::<6>(depth, a, lda, b, c, ldc, accumulate),
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (depth, a, lda, b, c, ldc, accumulate);
-        unreachable!("the product tile runs on x86_64 only");
+        unreachable!("the product tile runs on x86_64 and aarch64 only");
     }
 }
 
@@ -94,6 +109,64 @@ mod avx2 {
             for (r, lanes) in acc.iter().enumerate() {
                 _mm256_storeu_ps(c.add(r * ldc), lanes[0]);
                 _mm256_storeu_ps(c.add(r * ldc + 8), lanes[1]);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::COLUMNS;
+    use std::arch::aarch64::*;
+
+    /// [`super::tile`] for `R` rows: `4 R` accumulators (24 of the 32
+    /// registers at six rows), four vectors of `b` and one value of `a` a
+    /// step, multiplied by element (`fmla v.4s, v.4s, v.s[0]`).
+    ///
+    /// # Safety
+    /// `a` holds `R` rows of `depth` values at stride `lda`, `b` `depth` x
+    /// 16 values, `c` `R` rows of 16 at stride `ldc`. Never inlined: like
+    /// the AVX2 twin (a `target_feature` function) it keeps a symbol of its
+    /// own, where `benches/inner_loops.py` finds its loop.
+    #[inline(never)]
+    pub(super) unsafe fn tile<const R: usize>(
+        depth: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: the caller keeps every pointer below in bounds.
+        unsafe {
+            let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+            if accumulate {
+                for (r, lanes) in acc.iter_mut().enumerate() {
+                    for (q, lane) in lanes.iter_mut().enumerate() {
+                        *lane = vld1q_f32(c.add(r * ldc + 4 * q));
+                    }
+                }
+            }
+            for s in 0..depth {
+                let panel = b.add(s * COLUMNS);
+                let columns = [
+                    vld1q_f32(panel),
+                    vld1q_f32(panel.add(4)),
+                    vld1q_f32(panel.add(8)),
+                    vld1q_f32(panel.add(12)),
+                ];
+                for (r, lanes) in acc.iter_mut().enumerate() {
+                    let w = *a.add(r * lda + s);
+                    for (lane, column) in lanes.iter_mut().zip(columns) {
+                        *lane = vfmaq_n_f32(*lane, column, w);
+                    }
+                }
+            }
+            for (r, lanes) in acc.iter().enumerate() {
+                for (q, lane) in lanes.iter().enumerate() {
+                    vst1q_f32(c.add(r * ldc + 4 * q), *lane);
+                }
             }
         }
     }

@@ -121,7 +121,7 @@ pub(super) struct Geometry {
 
 impl Geometry {
     /// The shape of `x`, which op `name` takes with `inputs` channels, on a
-    /// CPU with AVX2 and FMA.
+    /// CPU that runs the engine's kernels (AVX2 and FMA, or aarch64).
     pub fn of(x: &Tensor, inputs: usize, name: &str) -> TractResult<Geometry> {
         let &[images, channels, height, width] = x.shape() else {
             bail!("{name} takes NCHW input, got {:?}", x.shape());
@@ -130,7 +130,10 @@ impl Geometry {
             channels == inputs,
             "{channels} input channels, expected {inputs}"
         );
-        ensure!(super::direct_conv::available(), "{name} needs AVX2 and FMA");
+        ensure!(
+            super::direct_conv::available(),
+            "{name} needs AVX2 and FMA, or aarch64 NEON"
+        );
         Ok(Geometry {
             images,
             height,

@@ -1,5 +1,6 @@
 //! 3x3 convolutions by Winograd's minimal filtering, F(2x2, 3x3) (x86_64
-//! AVX2).
+//! AVX2, aarch64 NEON: the products run on `product_tile.rs`, the transforms
+//! are plain Rust that the compiler vectorizes for either).
 //!
 //! A 3x3 convolution costs nine multiply-adds per output, input channel and
 //! output channel; the direct kernel (`direct_conv.rs`) runs them at about
@@ -23,8 +24,8 @@
 //! row) of one image, all output channels: its transformed input for one
 //! position fits L2 while every block of six output channels goes over it.
 //! Only convolutions with at least [`MIN_CHANNELS`] channels in and out are
-//! taken (few channels leave the transforms as the larger cost); on CPUs
-//! without AVX2 and FMA (the board's arm64 cores) nothing is replaced.
+//! taken (few channels leave the transforms as the larger cost); on x86_64
+//! CPUs without AVX2 and FMA nothing is replaced.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -51,8 +52,8 @@ pub fn available() -> bool {
 
 /// Replace every 3x3 convolution with at least [`MIN_CHANNELS`] channels in
 /// and out, whatever its image size (on the UNet's 12x21 images too it beat
-/// tract's product); returns how many. Does nothing on a CPU without AVX2
-/// and FMA.
+/// tract's product); returns how many. Does nothing on a CPU without the
+/// engine's kernels ([`super::direct_conv::available`]).
 pub fn replace_convolutions(model: &mut TypedModel) -> TractResult<usize> {
     if !available() {
         return Ok(0);

@@ -7,6 +7,7 @@
 //! `./setup.sh --tests` puts in `.venv`, see [`python3`].
 
 mod camera;
+mod cpu;
 mod output;
 mod pipeline;
 mod provenance;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-build Pocket Studio for aarch64 (library, both binaries, the unit and
-# integration test binaries) and run under qemu-user, as a Cortex-A72, the
+# integration test binaries) and run under qemu-user, as a Cortex-A76, the
 # tests whose outcome depends on the CPU: the engine's operators, the
 # diffusers parity tests with the same tolerances, the seeded noise against
 # the x86_64 recording, the tokenizer, the upscaler's numerics, the UI
@@ -113,7 +113,7 @@ set -e
 # Summed over libtest's summary lines only (test names may say "passed").
 passed=$(grep '^test result:' "$log" | grep -o '[0-9]* passed' | awk '{s += $1} END {print s + 0}')
 failed=$(grep '^test result:' "$log" | grep -o '[0-9]* failed' | awk '{s += $1} END {print s + 0}')
-echo "aarch64 tests: $passed passed, $failed failed ($((SECONDS - start)) s under qemu-user, cortex-a72)"
+echo "aarch64 tests: $passed passed, $failed failed ($((SECONDS - start)) s under qemu-user, $QEMU_CPU)"
 if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then
     exit 1
 fi

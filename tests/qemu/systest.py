@@ -3,7 +3,7 @@
 
 Installs the aarch64 binaries, the systemd/ and D-Bus files and the tiny model
 bundle into the guest tree made by build-image.sh, packs it as an ext4 disk
-(no mount needed), boots it under qemu-system-aarch64 (virt, Cortex-A72,
+(no mount needed), boots it under qemu-system-aarch64 (virt, Cortex-A76,
 2 cores, TCG), lets tests/qemu/guest/systest.sh run its checks as a systemd
 unit, reads the results disk back with debugfs and checks the PNG it made.
 Exits non-zero on any failure and prints the guest journal for the failing
@@ -208,7 +208,7 @@ def boot(image: Path, rootfs: Path, results: Path, work: Path, timeout: float,
     """Boot until the guest powers off; False if it had to be killed."""
     console = work / "console.log"
     cmd = [
-        "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "2G",
+        "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a76", "-smp", "2", "-m", "2G",
         "-accel", "tcg,thread=multi", "-nodefaults", "-no-reboot",
         "-display", "none", "-serial", f"file:{console}",
         "-qmp", f"unix:{work / 'qmp.sock'},server=on,wait=off",

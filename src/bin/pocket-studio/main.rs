@@ -63,6 +63,9 @@ enum Command {
     },
     /// Time each pipeline stage, next to onnxruntime on the same ONNX files.
     Bench(BenchArgs),
+    /// Show what runs on this CPU: the engine's kernels (AVX2 or NEON),
+    /// half-precision arithmetic, and the matrix kernels tract picked.
+    Cpu,
     /// List the service's jobs.
     Jobs,
     /// Cancel a job of the service.
@@ -220,6 +223,10 @@ fn main() -> ExitCode {
             on_bus(client::service_bench(&bus, probes, model_bytes))
         }
         Command::Bench(args) => bench(args),
+        Command::Cpu => {
+            print!("{}", pocket_studio::engine::cpu::CpuReport::probe());
+            Ok(())
+        }
         Command::Jobs => on_bus(client::jobs(&bus)),
         Command::Cancel { id } => on_bus(client::cancel(&bus, id)),
         Command::Images { offset, limit } => on_bus(client::images(&bus, offset, limit)),
