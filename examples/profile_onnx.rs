@@ -10,6 +10,10 @@
 //! tell a slow kernel from a big one; `--memory N` prints the N nodes after
 //! which most memory was in use (allocated and not freed, and the resident
 //! set), to find what makes a network's peak memory, and the page faults.
+//! `--costs` prints, instead of running, one JSON object a node of the
+//! optimized plan (op, multiply-adds, bytes of its inputs and outputs): the
+//! work and traffic the board projection (`benches/board_projection.py`)
+//! prices.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,6 +32,7 @@ fn main() -> TractResult<()> {
     let mut runs = 2usize;
     let mut nodes = 0usize;
     let mut memory = 0usize;
+    let mut costs = false;
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -40,6 +45,8 @@ fn main() -> TractResult<()> {
             nodes = it.next().and_then(|s| s.parse().ok()).unwrap_or(20);
         } else if a == "--memory" {
             memory = it.next().and_then(|s| s.parse().ok()).unwrap_or(20);
+        } else if a == "--costs" {
+            costs = true;
         } else if a == "--runs" {
             runs = it.next().and_then(|s| s.parse().ok()).unwrap_or(runs);
         } else {
@@ -69,6 +76,9 @@ fn main() -> TractResult<()> {
         started.elapsed(),
         typed.nodes.len()
     );
+    if costs {
+        return print_costs(&typed);
+    }
     let plan = typed.into_runnable()?;
     let mut state = SimpleState::new(&plan)?;
     state.run(inputs.clone())?;
@@ -152,6 +162,41 @@ fn main() -> TractResult<()> {
                 node.outputs.first().map(|o| &o.fact.shape)
             );
         }
+    }
+    Ok(())
+}
+
+/// One JSON line a node: its op's name, the multiply-adds tract's cost
+/// model gives it, and the bytes of its inputs (weights included) and
+/// outputs: what it must read and write when nothing stays in cache.
+fn print_costs(model: &TypedModel) -> TractResult<()> {
+    for node in &model.nodes {
+        if node.op_is::<tract_onnx::tract_core::ops::konst::Const>()
+            || node.op_is::<tract_onnx::tract_core::ops::source::TypedSource>()
+        {
+            continue;
+        }
+        let bytes = |fact: &TypedFact| {
+            fact.shape.as_concrete().map_or(0, |s| {
+                s.iter().product::<usize>() * fact.datum_type.size_of()
+            })
+        };
+        let read: usize = node
+            .inputs
+            .iter()
+            .map(|o| model.outlet_fact(*o).map(bytes))
+            .sum::<TractResult<usize>>()?;
+        let written: usize = node.outputs.iter().map(|o| bytes(&o.fact)).sum();
+        let fmas = pocket_studio::engine::node_multiply_adds(model, node).unwrap_or(0);
+        println!(
+            "{}",
+            serde_json::json!({
+                "op": node.op().name(),
+                "name": node.name,
+                "multiply_adds": fmas,
+                "bytes": read + written,
+            })
+        );
     }
     Ok(())
 }
