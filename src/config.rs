@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::engine::Precision;
 use crate::error::{Error, Result};
 use crate::pipeline::output::OutputKind;
 use crate::store::Limits;
@@ -33,6 +34,8 @@ pub struct Config {
     pub threads: usize,
     /// `4k` or `native`.
     pub output: String,
+    /// How the networks compute.
+    pub engine: EngineConfig,
     /// Gallery quota and free-space reserve.
     pub gallery: GalleryConfig,
     /// Touch UI.
@@ -41,6 +44,15 @@ pub struct Config {
     pub camera: CameraConfig,
     /// Watermark and C2PA.
     pub provenance: ProvenanceConfig,
+}
+
+/// `[engine]`: how the networks compute.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `auto` (f16 where the CPU does half-precision arithmetic, such as the
+    /// boards' Cortex-A76 and A55; else f32), `f32` or `f16`.
+    pub precision: Precision,
 }
 
 /// `[gallery]`: what the image folder may hold.
@@ -120,6 +132,7 @@ impl Default for Config {
             max_queue: 8,
             threads: 0,
             output: "4k".into(),
+            engine: EngineConfig::default(),
             gallery: GalleryConfig::default(),
             ui: UiConfig::default(),
             camera: CameraConfig::default(),

@@ -232,6 +232,12 @@ impl Studio {
     pub fn start(config: &Config) -> Result<Self> {
         let started = Instant::now();
         let default_output = config.output_kind();
+        crate::engine::set_precision(config.engine.precision);
+        log::info!(
+            "engine: {} arithmetic ([engine] precision = {})",
+            crate::engine::precision().name(),
+            config.engine.precision.name()
+        );
         // A broken model must not take the service down: it stays up,
         // reports the model unavailable and keeps accepted jobs journaled.
         let pipeline = match Bundle::open(&config.model).and_then(Pipeline::load) {

@@ -10,7 +10,7 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -142,6 +142,86 @@ static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// ops on, built by the first call so its threads inherit that thread's
 /// scheduling priority (the service's niced inference thread).
 static POOL: OnceLock<Executor> = OnceLock::new();
+
+/// The arithmetic of the networks' plans (`[engine] precision`). f16
+/// halves the bytes every activation and weight moves and, on cores with
+/// half-precision arithmetic (ARMv8.2 FP16, `asimdhp`: the boards'
+/// Cortex-A76 and A55), doubles the multiply-adds a vector instruction of
+/// tract's products does, at a price in accuracy (`docs/benchmarks.md`).
+/// tract's own ops then run in f16 (its float-precision translation); ours
+/// (Winograd, direct convolution, fused attention, GroupNorm, PReLU) keep
+/// f32, with casts at their edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f16 where the CPU does half-precision arithmetic and tract runs its
+    /// f16 kernels on it, else f32.
+    #[default]
+    Auto,
+    /// Single precision throughout (the diffusers parity tests' setting).
+    F32,
+    /// Half precision in tract's ops, on any CPU (emulated, and slow,
+    /// where the CPU has no f16 arithmetic).
+    F16,
+}
+
+impl Precision {
+    /// `Auto` decided for this CPU; the others as they are.
+    pub fn resolve(self) -> Precision {
+        let native_f16 = cpu::half_precision()
+            && tract_linalg::isa::native().has(tract_linalg::isa::Isa::Aarch64Fp16);
+        match self {
+            Precision::Auto if native_f16 => Precision::F16,
+            Precision::Auto => Precision::F32,
+            other => other,
+        }
+    }
+
+    /// The config's and the CLI's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(Precision::Auto),
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            other => Err(format!("precision must be auto, f32 or f16, not {other:?}")),
+        }
+    }
+}
+
+/// [`Precision`] of the models loaded from now on, resolved: 1 = f32 (the
+/// library's default, so tests and library users get diffusers' numbers
+/// unless they ask), 2 = f16. The programs set it from `[engine] precision`.
+static PRECISION: AtomicU8 = AtomicU8::new(1);
+
+/// Set the precision of the networks loaded from now on (`[engine]
+/// precision`; the CLI's `--precision`).
+pub fn set_precision(precision: Precision) {
+    let code = match precision.resolve() {
+        Precision::F16 => 2,
+        _ => 1,
+    };
+    PRECISION.store(code, Ordering::Relaxed);
+}
+
+/// The precision networks loaded now get: f32 or f16.
+pub fn precision() -> Precision {
+    match PRECISION.load(Ordering::Relaxed) {
+        2 => Precision::F16,
+        _ => Precision::F32,
+    }
+}
 
 /// How many cores a network call may use (`threads` in the config, 0 = all).
 /// Takes effect if called before the first network call of the process.
@@ -277,6 +357,7 @@ pub const KNOBS: [(&str, &str); 2] = [
 /// The optimized plan of a [`Model`] and the input shapes it was made for.
 struct Specialised {
     shapes: Vec<Vec<usize>>,
+    precision: Precision,
     plan: Plan,
     /// Multiply-adds of one call, when tract's cost model gives a number.
     multiply_adds: Option<u64>,
@@ -299,6 +380,8 @@ pub struct Model {
     /// What the file must hash to whenever it is read (see [`Model::load_checked`]).
     sha256: Option<String>,
     input_types: Vec<DatumType>,
+    /// f32 or f16 (see [`Precision`]); a change replans.
+    precision: Precision,
     held: Mutex<Held>,
 }
 
@@ -342,8 +425,20 @@ impl Model {
             stage,
             sha256: sha256.map(str::to_string),
             input_types,
+            precision: precision(),
             held: Mutex::new(Held::Parsed(proto)),
         })
+    }
+
+    /// Plan this network in `precision` from its next call on (`Auto` is
+    /// resolved for this CPU).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision.resolve();
+    }
+
+    /// The precision its plans are made in: f32 or f16.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Make the plan for these input shapes now (optimizing takes seconds on
@@ -373,10 +468,12 @@ impl Model {
         let mut values = TVec::new();
         for (ix, input) in inputs.iter().enumerate() {
             let tensor = input.to_tract().map_err(fail)?;
-            let wanted = self
-                .input_types
-                .get(ix)
-                .copied()
+            // The plan's own input type: f16 in an f16 plan.
+            let wanted = plan
+                .model()
+                .input_fact(ix)
+                .map(|f| f.datum_type)
+                .or_else(|_| self.input_types.get(ix).copied().ok_or(()))
                 .unwrap_or(tensor.datum_type());
             let tensor = tensor.cast_to_dt(wanted).map_err(fail)?.into_owned();
             values.push(tensor.into_tvalue());
@@ -397,6 +494,7 @@ impl Model {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if let Held::Planned(current) = &*held
             && current.shapes == shapes
+            && current.precision == self.precision
         {
             return Ok(current.plan.clone());
         }
@@ -436,7 +534,8 @@ impl Model {
             let fact = InferenceFact::dt_shape(self.input_types[ix], shape.clone());
             model = model.with_input_fact(ix, fact).map_err(unloadable)?;
         }
-        let optimized = optimize(model, self.stage).map_err(unloadable)?;
+        let optimized =
+            optimize_with(model, self.stage, Rewrites::ALL, self.precision).map_err(unloadable)?;
         let multiply_adds = multiply_adds(&optimized);
         let plan = optimized.into_runnable().map_err(unloadable)?;
         release_free_memory();
@@ -448,6 +547,7 @@ impl Model {
         );
         *held = Held::Planned(Specialised {
             shapes: shapes.to_vec(),
+            precision: self.precision,
             plan: plan.clone(),
             multiply_adds,
         });
@@ -527,7 +627,7 @@ pub fn release_free_memory() {
 /// convolutions split by input channel (`conv_split.rs`), optimized under
 /// [`KNOBS`]. Public for `examples/profile_onnx.rs`.
 pub fn optimize(model: InferenceModel, stage: &str) -> TractResult<TypedModel> {
-    optimize_with(model, stage, Rewrites::ALL)
+    optimize_with(model, stage, Rewrites::ALL, precision())
 }
 
 /// Which of our rewrites a plan gets: all of them in the programs, one at a
@@ -574,6 +674,7 @@ fn optimize_with(
     model: InferenceModel,
     stage: &str,
     rewrites: Rewrites,
+    precision: Precision,
 ) -> TractResult<TypedModel> {
     KnobScope::new(KNOBS)?.enter(|| {
         let mut typed = model.into_typed()?;
@@ -610,8 +711,34 @@ fn optimize_with(
         if split > 0 {
             log::info!("{stage}: {split} deep convolutions split by input channel");
         }
+        if precision == Precision::F16 {
+            to_f16(&mut typed)?;
+            log::info!("{stage}: tract's ops in f16, ours in f32");
+        }
         typed.into_optimized()
     })
+}
+
+/// tract's float-precision translation to f16 of every node but ours (their
+/// kernels are f32; the translation casts at their edges). Inputs become
+/// f16 ([`Model::run`] casts to the plan's types); outputs stay f16 and are
+/// read back as f32.
+fn to_f16(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
+    use tract_onnx::tract_core::transform::ModelTransform;
+    FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), |node| {
+        !is_ours(node)
+    })
+    .transform(model)
+}
+
+/// Whether a node runs one of our ops (f32 kernels).
+fn is_ours(node: &TypedNode) -> bool {
+    node.op_is::<direct_conv::DirectConv>()
+        || node.op_is::<winograd::WinogradConv>()
+        || node.op_is::<fused_attention::FusedAttention>()
+        || node.op_is::<group_norm::GroupNorm>()
+        || node.op_is::<prelu::ChannelPrelu>()
 }
 
 /// Find every site of a graph rewrite first, then rewrite each; returns how
@@ -831,6 +958,16 @@ mod test_support {
         shapes: &[&[usize]],
         rewrites: super::Rewrites,
     ) -> (Vec<f32>, TypedModel) {
+        run_in(network, shapes, rewrites, super::Precision::F32)
+    }
+
+    /// [`run`] with the plan made in `precision`.
+    pub(super) fn run_in(
+        network: &str,
+        shapes: &[&[usize]],
+        rewrites: super::Rewrites,
+        precision: super::Precision,
+    ) -> (Vec<f32>, TypedModel) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("models/tiny-sd")
             .join(network)
@@ -847,7 +984,15 @@ mod test_support {
             let fact = InferenceFact::dt_shape(dt, shape.to_vec());
             model = model.with_input_fact(ix, fact).unwrap();
         }
-        let optimized = super::optimize_with(model, network, rewrites).unwrap();
+        let optimized = super::optimize_with(model, network, rewrites, precision).unwrap();
+        let inputs = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(ix, t)| {
+                let dt = optimized.input_fact(ix).unwrap().datum_type;
+                t.cast_to_dt(dt).unwrap().into_owned().into_tvalue()
+            })
+            .collect();
         let out = optimized
             .clone()
             .into_runnable()
@@ -870,5 +1015,54 @@ mod test_support {
                 "{what}, value {at}: {a} vs {b}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiny bundle's UNet and VAE decoder planned in f16: tract's ops
+    /// run in f16 (f16 values in the plan), ours stay in place, and the
+    /// output stays within f16's rounding of the f32 plan's.
+    #[test]
+    fn f16_plans_keep_our_ops_and_stay_close_to_f32() {
+        for (network, shapes) in test_support::NETWORKS {
+            let run = |precision| test_support::run_in(network, shapes, Rewrites::ALL, precision);
+            let (expected, plan32) = run(Precision::F32);
+            let (got, plan16) = run(Precision::F16);
+            let half = |n: &TypedNode| {
+                n.outputs
+                    .iter()
+                    .any(|o| o.fact.datum_type == f16::datum_type())
+            };
+            assert_eq!(test_support::count(&plan32, half), 0, "{network}");
+            assert!(test_support::count(&plan16, half) > 0, "{network}");
+            assert_eq!(
+                test_support::count(&plan16, is_ours),
+                test_support::count(&plan32, is_ours),
+                "{network}: our ops in the f16 plan"
+            );
+            let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = expected
+                .iter()
+                .zip(&got)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            eprintln!("{network}: f16 against f32, max abs difference {worst} of {scale}");
+            assert!(
+                worst <= 1e-2 * scale,
+                "{network}: f16 differs by {worst} (largest value {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn precision_words_parse_and_auto_resolves() {
+        assert_eq!("f16".parse(), Ok(Precision::F16));
+        assert_eq!("f32".parse(), Ok(Precision::F32));
+        assert_eq!("auto".parse(), Ok(Precision::Auto));
+        assert!("half".parse::<Precision>().is_err());
+        assert_ne!(Precision::Auto.resolve(), Precision::Auto);
+        assert_eq!(Precision::F16.resolve(), Precision::F16);
     }
 }

@@ -110,7 +110,7 @@ fn channel_slopes(x: &TypedFact, slope: &TypedFact) -> Option<Arc<Tensor>> {
 
 /// `y = x < 0 ? slope[c] * x : x` over axis 1, in place.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct ChannelPrelu {
+pub(super) struct ChannelPrelu {
     slopes: Arc<Tensor>,
 }
 

@@ -4,6 +4,7 @@
 //! front-ends build a [`Request`], pass a [`Progress`] sink and a
 //! [`CancelToken`], and get a [`Generated`] image back.
 
+pub mod difference;
 mod img2img;
 pub mod noise;
 pub mod output;
@@ -303,6 +304,20 @@ impl Pipeline {
         let sha256 = self.bundle.sha256("vae_encoder/model.onnx");
         let model = Model::load_checked(&path, "vae encoder", sha256)?;
         Ok(self.vae_encoder.get_or_init(|| model))
+    }
+
+    /// Compute the text encoder, UNet and VAE decoder in `precision` from
+    /// their next call on (`Auto` resolved for this CPU); the VAE encoder,
+    /// loaded by the first image-to-image job, takes the process's
+    /// ([`crate::engine::set_precision`]).
+    pub fn set_precision(&mut self, precision: crate::engine::Precision) {
+        for model in [
+            &mut self.text_encoder,
+            &mut self.unet,
+            &mut self.vae_decoder,
+        ] {
+            model.set_precision(precision);
+        }
     }
 
     /// Facts about the loaded bundle.

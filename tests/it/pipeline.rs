@@ -755,3 +755,51 @@ fn a_model_file_changed_after_opening_is_refused_when_read_again() {
         other => panic!("expected a checksum error naming the UNet, got {other:?}"),
     }
 }
+
+/// f16 against f32 on the tiny bundle, same request and seed (CFG on, 4
+/// steps): tract's ops computed in f16 keep the final latents and the
+/// decoded image close to the f32 result; both numbers are printed for
+/// `docs/benchmarks.md`. On aarch64 (qemu-user, Cortex-A76) tract's f16
+/// kernels run.
+#[test]
+fn f16_generation_stays_close_to_f32() {
+    use pocket_studio::engine::Precision;
+    use pocket_studio::pipeline::difference::Difference;
+    let bundle = Bundle::open(tiny_bundle()).expect("tiny bundle opens");
+    let mut pipeline = Pipeline::load(bundle).expect("tiny bundle loads");
+    let request = Request {
+        prompt: "a watercolor lighthouse at dawn".into(),
+        negative_prompt: "blurry".into(),
+        seed: 7,
+        steps: Some(4),
+        guidance: Some(7.5),
+        ..Request::default()
+    };
+    let generate = |pipeline: &Pipeline| {
+        pipeline
+            .run(
+                &request,
+                &mut SeededNoise::new(request.seed),
+                &mut NoProgress,
+                &CancelToken::new(),
+            )
+            .expect("generates")
+    };
+    let single = generate(&pipeline);
+    pipeline.set_precision(Precision::F16);
+    let half = generate(&pipeline);
+    let difference = Difference::between(&single, &half).expect("same sizes");
+    println!("tiny-sd, f16 against f32: {difference}");
+    assert!(
+        difference.latents_max_abs > 0.0,
+        "f16 gave the f32 latents bit for bit: the f16 plan did not run"
+    );
+    assert!(
+        difference.latents_max_abs <= 0.05 * difference.latents_scale,
+        "f16 latents too far from f32: {difference}"
+    );
+    assert!(
+        difference.psnr_db >= 30.0,
+        "f16 image too far from f32: {difference}"
+    );
+}

@@ -32,6 +32,11 @@ pub async fn generate(bus: &str, submit: JobSpec, args: &crate::GenerateArgs) ->
     if args.camera.as_deref().is_some_and(|d| d != "auto") {
         bail!("with --bus the service uses its configured camera; give --camera without a device");
     }
+    if args.precision.is_some() {
+        bail!(
+            "with --bus the service computes in its configured `[engine] precision`; --precision is for in-process generate"
+        );
+    }
     let init_file = match &args.init_image {
         Some(path) => Some(
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,

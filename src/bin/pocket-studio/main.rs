@@ -165,6 +165,10 @@ struct GenerateArgs {
     /// How much of the source to repaint, in (0, 1] [default: 0.8].
     #[arg(long)]
     strength: Option<f32>,
+    /// auto, f32 or f16 (in-process only) [default: the config's `[engine]
+    /// precision`, auto: f16 where the CPU does half-precision arithmetic].
+    #[arg(long)]
+    precision: Option<pocket_studio::engine::Precision>,
 }
 
 #[derive(clap::Args)]
@@ -197,6 +201,11 @@ struct BenchArgs {
     /// is busy, and read its idle RSS (minus the --model files' size).
     #[arg(long)]
     service: Option<usize>,
+    /// auto, f32 or f16: the precision our engine computes in, as the
+    /// service's `[engine] precision` (auto: f16 where the CPU does
+    /// half-precision arithmetic, else f32).
+    #[arg(long, default_value = "auto")]
+    precision: pocket_studio::engine::Precision,
 }
 
 /// Large activations in mappings of their own, recycled (see `LargeBlocks`).
@@ -421,6 +430,7 @@ fn generate(args: GenerateArgs, config: Option<&Path>) -> Result<()> {
     }
     let init_latents = args.latents.as_deref().map(read_npy_f32).transpose()?;
     let config = local_config(config)?;
+    pocket_studio::engine::set_precision(args.precision.unwrap_or(config.engine.precision));
     let mut producer = Producer {
         pipeline: load(&args.model)?,
         upscaler: None,
@@ -503,6 +513,12 @@ fn read_npy_f32(path: &Path) -> Result<Vec<f32>> {
 }
 
 fn bench(mut args: BenchArgs) -> Result<()> {
+    pocket_studio::engine::set_precision(args.precision);
+    eprintln!(
+        "engine precision: {} (--precision {})",
+        pocket_studio::engine::precision().name(),
+        args.precision.name()
+    );
     if args.end_to_end {
         anyhow::ensure!(
             args.models.len() <= 1 && args.upscalers.len() <= 1,
