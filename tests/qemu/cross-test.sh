@@ -107,15 +107,15 @@ set +e
 # runner: given to cargo it would rebuild every crate (proc-macro2 tracks it).
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="env RUSTC_BOOTSTRAP=1 $CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER" \
     cargo --locked test "${targets[@]}" --no-fail-fast -- \
-    -Z unstable-options --report-time "${skips[@]}" "$@" 2>&1 | tee "$log"
+    -Z unstable-options --report-time "${skips[@]}" --skip f16_ "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-# The f16 plans again on the A76's own half-precision arithmetic: tract
-# looks for `asimdhp` in /proc/cpuinfo, which under qemu-user is the host's,
-# so TRACT_CPU_ISA tells it (the CPU model has FEAT_FP16; without the knob
-# the run above took tract's portable f16 kernels).
+# The f16 tests (names with `f16_`), run on their own with tract's fp16
+# kernels on the A76's half-precision arithmetic: tract looks for `asimdhp`
+# in /proc/cpuinfo, which under qemu-user is the host's, so TRACT_CPU_ISA
+# tells it (the CPU model has FEAT_FP16).
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="env RUSTC_BOOTSTRAP=1 TRACT_CPU_ISA=+fp16 $CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER" \
-    cargo --locked test --profile "$AARCH64_PROFILE" --target "$AARCH64_TARGET" --lib -- \
-    -Z unstable-options --report-time --nocapture engine::tests::f16 2>&1 | tee -a "$log"
+    cargo --locked test "${targets[@]}" -- \
+    -Z unstable-options --report-time --nocapture f16_ 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 set -e
 # Summed over libtest's summary lines only (test names may say "passed").
