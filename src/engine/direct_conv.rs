@@ -395,20 +395,12 @@ unsafe fn tile_kernel(
     stride: usize,
     start: Start,
 ) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     // SAFETY: forwarded from the caller.
     unsafe {
         match size {
-            3 => avx2::tile::<3>(input, plane, row, channels, weights, sums, stride, start),
-            _ => avx2::tile::<1>(input, plane, row, channels, weights, sums, stride, start),
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        match size {
-            3 => neon::tile::<3>(input, plane, row, channels, weights, sums, stride, start),
-            _ => neon::tile::<1>(input, plane, row, channels, weights, sums, stride, start),
+            3 => simd::tile::<3>(input, plane, row, channels, weights, sums, stride, start),
+            _ => simd::tile::<1>(input, plane, row, channels, weights, sums, stride, start),
         }
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -419,6 +411,12 @@ unsafe fn tile_kernel(
         unreachable!("the direct convolution runs on x86_64 and aarch64 only");
     }
 }
+
+/// This architecture's twin of the innermost loop.
+#[cfg(target_arch = "x86_64")]
+use avx2 as simd;
+#[cfg(target_arch = "aarch64")]
+use neon as simd;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {

@@ -475,6 +475,20 @@ fn exp_sum(row: &mut [f32], max: f32) -> f32 {
     }
 }
 
+/// Cephes' degree-6 polynomial for `2^f`, `|f| <= 1/2` (relative error
+/// about 2e-7), highest power first: both twins' `exp2` evaluate it by
+/// Horner's rule with fused multiply-adds, so they give the same values.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const EXP2_POLYNOMIAL: [f32; 7] = [
+    1.535_336_2e-4,
+    1.339_887_4e-3,
+    9.618_437e-3,
+    5.550_332_5e-2,
+    2.402_264_8e-1,
+    6.931_472e-1,
+    1.0,
+];
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -508,16 +522,9 @@ mod avx2 {
         let t = _mm256_max_ps(t, _mm256_set1_ps(-127.0));
         let k = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
         let f = _mm256_sub_ps(t, k);
-        let mut p = _mm256_set1_ps(1.535_336_2e-4);
-        for c in [
-            1.339_887_4e-3,
-            9.618_437e-3,
-            5.550_332_5e-2,
-            2.402_264_8e-1,
-            6.931_472e-1,
-            1.0,
-        ] {
-            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c));
+        let mut p = _mm256_set1_ps(super::EXP2_POLYNOMIAL[0]);
+        for c in &super::EXP2_POLYNOMIAL[1..] {
+            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(*c));
         }
         // k = -127 gives a zero exponent field: 0 (and 2^-127 p is below
         // what the sums can tell from 0).
@@ -597,16 +604,9 @@ mod neon {
             let t = vmaxq_f32(t, vdupq_n_f32(-127.0));
             let k = vrndnq_f32(t);
             let f = vsubq_f32(t, k);
-            let mut p = vdupq_n_f32(1.535_336_2e-4);
-            for c in [
-                1.339_887_4e-3,
-                9.618_437e-3,
-                5.550_332_5e-2,
-                2.402_264_8e-1,
-                6.931_472e-1,
-                1.0,
-            ] {
-                p = vfmaq_f32(vdupq_n_f32(c), p, f);
+            let mut p = vdupq_n_f32(super::EXP2_POLYNOMIAL[0]);
+            for c in &super::EXP2_POLYNOMIAL[1..] {
+                p = vfmaq_f32(vdupq_n_f32(*c), p, f);
             }
             let bits = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(k), vdupq_n_s32(127)));
             vmulq_f32(p, vreinterpretq_f32_s32(bits))

@@ -31,31 +31,18 @@ pub(super) fn tile(
             && b.len() >= depth * COLUMNS
             && c.len() >= (rows - 1) * ldc + COLUMNS
     );
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     // SAFETY: the lengths were checked above; `available()` held when the op
-    // was made.
+    // was made (AVX2 and FMA; NEON is part of aarch64).
     unsafe {
         let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
         match rows {
-            1 => avx2::tile::<1>(depth, a, lda, b, c, ldc, accumulate),
-            2 => avx2::tile::<2>(depth, a, lda, b, c, ldc, accumulate),
-            3 => avx2::tile::<3>(depth, a, lda, b, c, ldc, accumulate),
-            4 => avx2::tile::<4>(depth, a, lda, b, c, ldc, accumulate),
-            5 => avx2::tile::<5>(depth, a, lda, b, c, ldc, accumulate),
-            _ => avx2::tile::<6>(depth, a, lda, b, c, ldc, accumulate),
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: the lengths were checked above; NEON is part of aarch64.
-    unsafe {
-        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-        match rows {
-            1 => neon::tile::<1>(depth, a, lda, b, c, ldc, accumulate),
-            2 => neon::tile::<2>(depth, a, lda, b, c, ldc, accumulate),
-            3 => neon::tile::<3>(depth, a, lda, b, c, ldc, accumulate),
-            4 => neon::tile::<4>(depth, a, lda, b, c, ldc, accumulate),
-            5 => neon::tile::<5>(depth, a, lda, b, c, ldc, accumulate),
-            _ => neon::tile::<6>(depth, a, lda, b, c, ldc, accumulate),
+            1 => simd::tile::<1>(depth, a, lda, b, c, ldc, accumulate),
+            2 => simd::tile::<2>(depth, a, lda, b, c, ldc, accumulate),
+            3 => simd::tile::<3>(depth, a, lda, b, c, ldc, accumulate),
+            4 => simd::tile::<4>(depth, a, lda, b, c, ldc, accumulate),
+            5 => simd::tile::<5>(depth, a, lda, b, c, ldc, accumulate),
+            _ => simd::tile::<6>(depth, a, lda, b, c, ldc, accumulate),
         }
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -64,6 +51,12 @@ pub(super) fn tile(
         unreachable!("the product tile runs on x86_64 and aarch64 only");
     }
 }
+
+/// This architecture's twin of the innermost loop.
+#[cfg(target_arch = "x86_64")]
+use avx2 as simd;
+#[cfg(target_arch = "aarch64")]
+use neon as simd;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
