@@ -123,8 +123,8 @@ def kernel_of(node, arch, precision):
 
 
 def seconds(nodes, arch, precision, cycles, cpu, cores, ghz, gbps, ours_f16=False):
-    """(projected seconds of one call, compute share): the roofline sum."""
-    total = compute_total = 0.0
+    """Projected seconds of one call: the roofline sum over its nodes."""
+    total = 0.0
     for node in nodes:
         kernel, work = kernel_of(node, arch, precision)
         compute = 0.0
@@ -137,8 +137,7 @@ def seconds(nodes, arch, precision, cycles, cpu, cores, ghz, gbps, ours_f16=Fals
         scale = 0.5 if precision == "f16" else 1.0
         memory = node["bytes"] * scale / (gbps * 1e9)
         total += max(compute, memory)
-        compute_total += compute
-    return total, compute_total
+    return total
 
 
 def copy_bandwidth_gbps():
@@ -202,7 +201,7 @@ def main():
             nodes = costs(onnx, shapes, args.costs_dir)
             macs = sum(n["multiply_adds"] for n in nodes) * calls
             x86_s = seconds(nodes, "x86_64", "f32", x86, args.x86_cpu, args.x86_cores,
-                            ghz, x86_bw)[0] * calls
+                            ghz, x86_bw) * calls
             key = stage.split()[0]
             meas = float(measured[key]) / 1e3 if cfg and key in measured else None
             if meas:
@@ -214,7 +213,7 @@ def main():
                 for precision, ours_f16 in (("f32", False), ("f16", False), ("f16 twins", True)):
                     p16 = "f16" if precision.startswith("f16") else "f32"
                     s = seconds(nodes, "aarch64", p16, arm, cpu, cores, bghz, gbps,
-                                ours_f16)[0] * calls
+                                ours_f16) * calls
                     totals[(name, precision)] = totals.get((name, precision), 0) + s
                     totals[(name, precision, "cal")] = (
                         totals.get((name, precision, "cal"), 0) + s * (ratio or 1))

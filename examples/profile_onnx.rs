@@ -170,17 +170,17 @@ fn main() -> TractResult<()> {
 /// model gives it, and the bytes of its inputs (weights included) and
 /// outputs: what it must read and write when nothing stays in cache.
 fn print_costs(model: &TypedModel) -> TractResult<()> {
+    let bytes = |fact: &TypedFact| {
+        fact.shape.as_concrete().map_or(0, |s| {
+            s.iter().product::<usize>() * fact.datum_type.size_of()
+        })
+    };
     for node in &model.nodes {
         if node.op_is::<tract_onnx::tract_core::ops::konst::Const>()
             || node.op_is::<tract_onnx::tract_core::ops::source::TypedSource>()
         {
             continue;
         }
-        let bytes = |fact: &TypedFact| {
-            fact.shape.as_concrete().map_or(0, |s| {
-                s.iter().product::<usize>() * fact.datum_type.size_of()
-            })
-        };
         let read: usize = node
             .inputs
             .iter()

@@ -480,6 +480,7 @@ mod avx2 {
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
+    use super::super::product_tile::neon::{load16, store16};
     use super::{CHANNEL_BLOCK, Start};
     use std::arch::aarch64::*;
 
@@ -507,12 +508,7 @@ mod neon {
             for (o, lanes) in acc.iter_mut().enumerate() {
                 match start {
                     Start::Bias(bias) => *lanes = [vdupq_n_f32(bias[o]); 4],
-                    Start::Sums => {
-                        let at = sums.add(o * stride);
-                        for (q, lane) in lanes.iter_mut().enumerate() {
-                            *lane = vld1q_f32(at.add(4 * q));
-                        }
-                    }
+                    Start::Sums => *lanes = load16(sums.add(o * stride)),
                 }
             }
             for c in 0..channels {
@@ -520,13 +516,7 @@ mod neon {
                 for ky in 0..SIZE {
                     let line = channel.add(ky * row);
                     for kx in 0..SIZE {
-                        let at = line.add(kx);
-                        let x = [
-                            vld1q_f32(at),
-                            vld1q_f32(at.add(4)),
-                            vld1q_f32(at.add(8)),
-                            vld1q_f32(at.add(12)),
-                        ];
+                        let x = load16(line.add(kx));
                         for (o, lanes) in acc.iter_mut().enumerate() {
                             let w = *weights.add(o);
                             for (lane, x) in lanes.iter_mut().zip(x) {
@@ -537,11 +527,8 @@ mod neon {
                     }
                 }
             }
-            for (o, lanes) in acc.iter().enumerate() {
-                let at = sums.add(o * stride);
-                for (q, lane) in lanes.iter().enumerate() {
-                    vst1q_f32(at.add(4 * q), *lane);
-                }
+            for (o, lanes) in acc.into_iter().enumerate() {
+                store16(sums.add(o * stride), lanes);
             }
         }
     }

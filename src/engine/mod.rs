@@ -168,10 +168,13 @@ pub enum Precision {
 impl Precision {
     /// `Auto` decided for this CPU; the others as they are.
     pub fn resolve(self) -> Precision {
-        let native_f16 = cpu::half_precision()
-            && tract_linalg::isa::native().has(tract_linalg::isa::Isa::Aarch64Fp16);
         match self {
-            Precision::Auto if native_f16 => Precision::F16,
+            Precision::Auto
+                if cpu::half_precision()
+                    && tract_linalg::isa::native().has(tract_linalg::isa::Isa::Aarch64Fp16) =>
+            {
+                Precision::F16
+            }
             Precision::Auto => Precision::F32,
             other => other,
         }
@@ -200,26 +203,24 @@ impl std::str::FromStr for Precision {
     }
 }
 
-/// [`Precision`] of the models loaded from now on, resolved: 1 = f32 (the
-/// library's default, so tests and library users get diffusers' numbers
-/// unless they ask), 2 = f16. The programs set it from `[engine] precision`.
-static PRECISION: AtomicU8 = AtomicU8::new(1);
+/// [`Precision`] of the models loaded from now on, resolved, as its
+/// discriminant: f32 is the library's default, so tests and library users
+/// get diffusers' numbers unless they ask; the programs set it from
+/// `[engine] precision`.
+static PRECISION: AtomicU8 = AtomicU8::new(Precision::F32 as u8);
 
 /// Set the precision of the networks loaded from now on (`[engine]
 /// precision`; the CLI's `--precision`).
 pub fn set_precision(precision: Precision) {
-    let code = match precision.resolve() {
-        Precision::F16 => 2,
-        _ => 1,
-    };
-    PRECISION.store(code, Ordering::Relaxed);
+    PRECISION.store(precision.resolve() as u8, Ordering::Relaxed);
 }
 
 /// The precision networks loaded now get: f32 or f16.
 pub fn precision() -> Precision {
-    match PRECISION.load(Ordering::Relaxed) {
-        2 => Precision::F16,
-        _ => Precision::F32,
+    if PRECISION.load(Ordering::Relaxed) == Precision::F16 as u8 {
+        Precision::F16
+    } else {
+        Precision::F32
     }
 }
 
@@ -436,11 +437,6 @@ impl Model {
         self.precision = precision.resolve();
     }
 
-    /// The precision its plans are made in: f32 or f16.
-    pub fn precision(&self) -> Precision {
-        self.precision
-    }
-
     /// Make the plan for these input shapes now (optimizing takes seconds on
     /// large graphs), so the first real call is not the slow one.
     pub fn prepare(&self, shapes: &[Vec<usize>]) -> Result<()> {
@@ -469,12 +465,7 @@ impl Model {
         for (ix, input) in inputs.iter().enumerate() {
             let tensor = input.to_tract().map_err(fail)?;
             // The plan's own input type: f16 in an f16 plan.
-            let wanted = plan
-                .model()
-                .input_fact(ix)
-                .map(|f| f.datum_type)
-                .or_else(|_| self.input_types.get(ix).copied().ok_or(()))
-                .unwrap_or(tensor.datum_type());
+            let wanted = plan.model().input_fact(ix).map_err(fail)?.datum_type;
             let tensor = tensor.cast_to_dt(wanted).map_err(fail)?.into_owned();
             values.push(tensor.into_tvalue());
         }

@@ -108,9 +108,31 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "aarch64")]
-mod neon {
+pub(super) mod neon {
     use super::COLUMNS;
     use std::arch::aarch64::*;
+
+    /// 16 values from `at` as four vectors.
+    ///
+    /// # Safety
+    /// `at` is valid for 16 reads.
+    #[inline(always)]
+    pub(in crate::engine) unsafe fn load16(at: *const f32) -> [float32x4_t; 4] {
+        // SAFETY: forwarded from the caller.
+        unsafe { [0, 4, 8, 12].map(|q| vld1q_f32(at.add(q))) }
+    }
+
+    /// Four vectors to 16 values at `at`.
+    ///
+    /// # Safety
+    /// `at` is valid for 16 writes.
+    #[inline(always)]
+    pub(in crate::engine) unsafe fn store16(at: *mut f32, lanes: [float32x4_t; 4]) {
+        for (q, lane) in lanes.into_iter().enumerate() {
+            // SAFETY: forwarded from the caller.
+            unsafe { vst1q_f32(at.add(4 * q), lane) };
+        }
+    }
 
     /// [`super::tile`] for `R` rows: `4 R` accumulators (24 of the 32
     /// registers at six rows), four vectors of `b` and one value of `a` a
@@ -136,19 +158,11 @@ mod neon {
             let mut acc = [[vdupq_n_f32(0.0); 4]; R];
             if accumulate {
                 for (r, lanes) in acc.iter_mut().enumerate() {
-                    for (q, lane) in lanes.iter_mut().enumerate() {
-                        *lane = vld1q_f32(c.add(r * ldc + 4 * q));
-                    }
+                    *lanes = load16(c.add(r * ldc));
                 }
             }
             for s in 0..depth {
-                let panel = b.add(s * COLUMNS);
-                let columns = [
-                    vld1q_f32(panel),
-                    vld1q_f32(panel.add(4)),
-                    vld1q_f32(panel.add(8)),
-                    vld1q_f32(panel.add(12)),
-                ];
+                let columns = load16(b.add(s * COLUMNS));
                 for (r, lanes) in acc.iter_mut().enumerate() {
                     let w = *a.add(r * lda + s);
                     for (lane, column) in lanes.iter_mut().zip(columns) {
@@ -156,10 +170,8 @@ mod neon {
                     }
                 }
             }
-            for (r, lanes) in acc.iter().enumerate() {
-                for (q, lane) in lanes.iter().enumerate() {
-                    vst1q_f32(c.add(r * ldc + 4 * q), *lane);
-                }
+            for (r, lanes) in acc.into_iter().enumerate() {
+                store16(c.add(r * ldc), lanes);
             }
         }
     }

@@ -12,40 +12,24 @@ pub struct Difference {
     /// Largest absolute value of the first generation's latents (the scale
     /// the difference is read against).
     pub latents_scale: f32,
-    /// PSNR of the second decoded image against the first, in dB over 8-bit
-    /// RGB (infinite when identical).
+    /// PSNR of the second decoded image against the first
+    /// ([`super::Image::psnr`]).
     pub psnr_db: f64,
 }
 
 impl Difference {
     /// Compare `other` with `reference`; `None` when their sizes differ.
     pub fn between(reference: &Generated, other: &Generated) -> Option<Difference> {
-        let (a, b) = (&reference.image, &other.image);
-        if reference.latents.len() != other.latents.len()
-            || (a.width, a.height) != (b.width, b.height)
-            || a.rgb.len() != b.rgb.len()
-            || a.rgb.is_empty()
-        {
+        if reference.latents.len() != other.latents.len() {
             return None;
         }
+        let psnr_db = reference.image.psnr(&other.image)?;
         let latents_max_abs = reference
             .latents
             .iter()
             .zip(&other.latents)
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         let latents_scale = reference.latents.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let squared: f64 = a
-            .rgb
-            .iter()
-            .zip(&b.rgb)
-            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-            .sum();
-        let mse = squared / a.rgb.len() as f64;
-        let psnr_db = if mse == 0.0 {
-            f64::INFINITY
-        } else {
-            10.0 * (255.0 * 255.0 / mse).log10()
-        };
         Some(Difference {
             latents_max_abs,
             latents_scale,

@@ -187,6 +187,31 @@ pub struct Image {
     pub rgb: Vec<u8>,
 }
 
+impl Image {
+    /// PSNR of `other` against this image, in dB over 8-bit RGB (infinite
+    /// when identical); `None` when the sizes differ or the image is empty.
+    pub fn psnr(&self, other: &Image) -> Option<f64> {
+        if (self.width, self.height) != (other.width, other.height)
+            || self.rgb.len() != other.rgb.len()
+            || self.rgb.is_empty()
+        {
+            return None;
+        }
+        let squared: f64 = self
+            .rgb
+            .iter()
+            .zip(&other.rgb)
+            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+            .sum();
+        let mse = squared / self.rgb.len() as f64;
+        Some(if mse == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (255.0 * 255.0 / mse).log10()
+        })
+    }
+}
+
 /// Wall time spent in each part of a run, for benchmarks and logs.
 #[derive(Debug, Clone, Default)]
 pub struct Timings {
@@ -306,16 +331,17 @@ impl Pipeline {
         Ok(self.vae_encoder.get_or_init(|| model))
     }
 
-    /// Compute the text encoder, UNet and VAE decoder in `precision` from
-    /// their next call on (`Auto` resolved for this CPU); the VAE encoder,
-    /// loaded by the first image-to-image job, takes the process's
+    /// Compute every loaded network in `precision` from its next call on
+    /// (`Auto` resolved for this CPU); a VAE encoder loaded later, by the
+    /// first image-to-image job, takes the process's
     /// ([`crate::engine::set_precision`]).
     pub fn set_precision(&mut self, precision: crate::engine::Precision) {
-        for model in [
+        let models = [
             &mut self.text_encoder,
             &mut self.unet,
             &mut self.vae_decoder,
-        ] {
+        ];
+        for model in models.into_iter().chain(self.vae_encoder.get_mut()) {
             model.set_precision(precision);
         }
     }
